@@ -1,0 +1,11 @@
+"""Pre-tokenize the CORE eval bundle, one .pt per task. Run from the repo root: python data/core_dataset.py --help"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # works without pip install
+
+from stacks_data.cli import run_step
+
+if __name__ == "__main__":
+    run_step("core-eval")

@@ -1,0 +1,11 @@
+"""Train the tokenizer and pre-tokenize FineWeb-Edu into .bin shards. Run from the repo root: python data/dataset_and_vocab.py --help"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # works without pip install
+
+from stacks_data.cli import run_step
+
+if __name__ == "__main__":
+    run_step("pretrain")

@@ -1,0 +1,106 @@
+"""
+The .bin token file: a 256 x int32 little-endian header, then the tokens as uint16.
+
+header[0] = 20240520 (magic), header[1] = 1 (version), header[2] = number of tokens. This is the
+format of modded-nanogpt / nanochat loaders; training code elsewhere reads these files directly.
+"""
+
+import os
+
+import numpy as np
+
+MAGIC = 20240520
+VERSION = 1
+HEADER_INTS = 256
+HEADER_BYTES = HEADER_INTS * 4
+MAX_VOCAB = 2**16  # tokens are stored as uint16
+
+
+def write_bin(path: str, tokens: np.ndarray) -> None:
+    """Write tokens to path atomically (temp name, then rename)."""
+    tokens = np.asarray(tokens)
+    if tokens.dtype != np.uint16:
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= MAX_VOCAB):
+            raise ValueError(f"{path}: token ids must fit uint16 (0..65535)")
+        tokens = tokens.astype(np.uint16)
+    header = np.zeros(HEADER_INTS, dtype="<i4")
+    header[0], header[1], header[2] = MAGIC, VERSION, tokens.size
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype("<u2", copy=False).tobytes())
+    os.replace(tmp, path)
+
+
+def read_header(path: str) -> int:
+    """Validate the header of a .bin file and return its token count."""
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if header.size != HEADER_INTS or header[0] != MAGIC:
+        raise ValueError(f"{path}: not a .bin token file (bad magic)")
+    if header[1] != VERSION:
+        raise ValueError(f"{path}: unsupported .bin version {header[1]}")
+    expected = HEADER_BYTES + 2 * int(header[2])
+    if os.path.getsize(path) != expected:
+        raise ValueError(f"{path}: size {os.path.getsize(path)} != {expected} bytes the header announces")
+    return int(header[2])
+
+
+def read_bin(path: str) -> np.ndarray:
+    """The tokens of a .bin file, memory-mapped (uint16)."""
+    n = read_header(path)
+    return np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+class ShardWriter:
+    """Packs parallel token streams into shards of exactly shard_size tokens.
+
+    name_patterns has one entry per stream, e.g. ["train_{:06d}.bin"] or, for SFT,
+    ["sft_train_{:06d}.bin", "sft_train_{:06d}_mask.bin"]; add() takes one array per stream,
+    all of the same length. on_shard(index, tokens_written) runs after each shard is on disk.
+    """
+
+    def __init__(self, out_dir: str, name_patterns: list[str], shard_size: int,
+                 first_index: int = 0, on_shard=None):
+        if shard_size <= 0:
+            raise ValueError("shard size must be positive")
+        self.out_dir = out_dir
+        self.name_patterns = name_patterns
+        self.shard_size = shard_size
+        self.index = first_index  # index of the shard being filled
+        self.on_shard = on_shard
+        self.buffers = [np.empty(shard_size, dtype=np.uint16) for _ in name_patterns]
+        self.fill = 0
+        self.tokens_written = 0  # tokens in completed shards written by this writer
+        self.paths: list[str] = []
+
+    def add(self, *arrays: np.ndarray) -> None:
+        n = len(arrays[0])
+        if len(arrays) != len(self.buffers) or any(len(a) != n for a in arrays):
+            raise ValueError("add() takes one array per stream, all of the same length")
+        pos = 0
+        while pos < n:
+            take = min(n - pos, self.shard_size - self.fill)
+            for buf, a in zip(self.buffers, arrays):
+                buf[self.fill:self.fill + take] = a[pos:pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.shard_size:
+                self._flush()
+
+    def close(self, keep_partial: bool = True) -> None:
+        """Write the last, incomplete shard (if any and if wanted)."""
+        if self.fill and keep_partial:
+            self._flush()
+        self.fill = 0
+
+    def _flush(self) -> None:
+        os.makedirs(self.out_dir, exist_ok=True)
+        for pattern, buf in zip(self.name_patterns, self.buffers):
+            path = os.path.join(self.out_dir, pattern.format(self.index))
+            write_bin(path, buf[:self.fill])
+            self.paths.append(path)
+        self.tokens_written += self.fill
+        self.fill = 0
+        self.index += 1
+        if self.on_shard is not None:
+            self.on_shard(self.index - 1, self.tokens_written)

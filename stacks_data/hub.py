@@ -1,0 +1,77 @@
+"""
+Hugging Face Hub I/O: reading dataset files (from a local mirror or the hub) and uploading outputs.
+
+A mirror folder holds `<owner>/<name>/<path in repo>`, the layout
+`hf download <repo> --repo-type dataset --local-dir DIR/<owner>/<name>` produces. Files fetched from
+the hub are cached in that same layout, so the cache is itself a mirror.
+"""
+
+import fnmatch
+import glob
+import os
+import posixpath
+
+from huggingface_hub import HfApi
+
+from stacks_data.download import download
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("STACKS_DATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "stacks-data")
+    return os.path.join(base, "hub")
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
+
+
+def resolve_url(repo_id: str, path: str, endpoint: str | None = None) -> str:
+    """URL of a file in a dataset repo (main branch)."""
+    return f"{endpoint or hub_endpoint()}/datasets/{repo_id}/resolve/main/{path}"
+
+
+def dataset_files(repo_id: str, pattern: str, *, mirror: str | None = None,
+                  cache_dir: str | None = None, endpoint: str | None = None) -> list[str]:
+    """Local paths of the files of `repo_id` matching `pattern` (e.g. "data/train-*.parquet"), in name order.
+
+    With `mirror`, they are read from `mirror/<repo_id>/`; otherwise they are listed on the hub and
+    downloaded once into the cache.
+    """
+    if mirror is not None:
+        paths = sorted(glob.glob(os.path.join(mirror, repo_id, pattern)))
+        if not paths:
+            raise FileNotFoundError(f"no file matches {os.path.join(mirror, repo_id, pattern)} in the mirror")
+        return paths
+    endpoint = endpoint or hub_endpoint()
+    cache_dir = cache_dir or default_cache_dir()
+    token = os.environ.get("HF_TOKEN")
+    api = HfApi(endpoint=endpoint, token=token)
+    folder = posixpath.dirname(pattern) or None
+    names = sorted(
+        entry.path for entry in api.list_repo_tree(repo_id, path_in_repo=folder, repo_type="dataset")
+        if fnmatch.fnmatch(entry.path, pattern) and getattr(entry, "size", None) is not None
+    )
+    if not names:
+        raise FileNotFoundError(f"no file of dataset {repo_id} on {endpoint} matches {pattern}")
+    return [
+        download(resolve_url(repo_id, name, endpoint), os.path.join(cache_dir, repo_id, name), token=token)
+        for name in names
+    ]
+
+
+def upload_folder(local_dir: str, repo_id: str, *, path_in_repo: str | None = None,
+                  ignore_patterns: list[str] | None = None) -> None:
+    """Upload a folder to the dataset repo `repo_id` (created if missing), using HF_TOKEN when set."""
+    api = HfApi(token=os.environ.get("HF_TOKEN"))
+    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id,
+        repo_type="dataset",
+        folder_path=local_dir,
+        path_in_repo=path_in_repo,
+        ignore_patterns=ignore_patterns,
+        commit_message=f"stacks-data: upload {path_in_repo or 'dataset'}",
+    )
+    print(f"uploaded {local_dir} to https://huggingface.co/datasets/{repo_id}/tree/main/{path_in_repo or ''}")

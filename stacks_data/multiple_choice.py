@@ -1,0 +1,58 @@
+"""
+Multiple-choice datasets (MMLU, ARC) and their rendering as a chat question.
+
+Shared by the SFT mixture and the chat eval, so both see the exact same prompt text.
+"""
+
+import numpy as np
+
+from stacks_data.hub import dataset_files
+from stacks_data.parquet import InputError, read_rows
+
+MMLU_REPO = "cais/mmlu"
+ARC_REPO = "allenai/ai2_arc"
+
+
+def render_mc(question: str, letters, choices) -> str:
+    """The user message of a multiple-choice question."""
+    lines = "".join(f"- {c}={l}\n" for l, c in zip(letters, choices))
+    return f"Multiple Choice question: {question}\n{lines}\nRespond only with the letter of the correct answer."
+
+
+def hf_shuffle_order(n: int, seed: int = 42) -> np.ndarray:
+    """The row order `datasets.Dataset.shuffle(seed=seed)` gives: row p[i] at position i."""
+    return np.random.default_rng(seed).permutation(n)
+
+
+def shuffled(rows: list, seed: int = 42) -> list:
+    return [rows[i] for i in hf_shuffle_order(len(rows), seed)]
+
+
+def load_mmlu(split: str, mirror: str | None = None) -> list[dict]:
+    """MMLU rows {question, subject, choices, answer} in file order.
+
+    split "auxiliary_train" reads auxiliary_train/train-*.parquet (one struct column `train`);
+    other splits ("test", "validation", "dev") read all/<split>-*.parquet.
+    """
+    if split == "auxiliary_train":
+        paths = dataset_files(MMLU_REPO, "auxiliary_train/train-*.parquet", mirror=mirror)
+        return [row["train"] for path in paths for row in read_rows(path, ["train"])]
+    paths = dataset_files(MMLU_REPO, f"all/{split}-*.parquet", mirror=mirror)
+    columns = ["question", "subject", "choices", "answer"]
+    return [row for path in paths for row in read_rows(path, columns)]
+
+
+def load_arc(subset: str, split: str, mirror: str | None = None) -> list[dict]:
+    """ARC rows {id, question, choices: {text, label}, answerKey} in file order; subset ARC-Easy/ARC-Challenge."""
+    if subset not in ("ARC-Easy", "ARC-Challenge"):
+        raise ValueError(f"unknown ARC subset {subset!r}")
+    paths = dataset_files(ARC_REPO, f"{subset}/{split}-*.parquet", mirror=mirror)
+    return [row for path in paths for row in read_rows(path, ["id", "question", "choices", "answerKey"])]
+
+
+def arc_gold(row: dict) -> int:
+    """Index of the answer key among the item's labels."""
+    labels = row["choices"]["label"]
+    if row["answerKey"] not in labels:
+        raise InputError(f"ARC item {row['id']}: answerKey {row['answerKey']!r} is not one of the labels {labels}")
+    return labels.index(row["answerKey"])

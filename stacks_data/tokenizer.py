@@ -1,0 +1,287 @@
+"""
+GPT-4-style byte-level BPE tokenizer: trained with rustbpe, encoded with tiktoken.
+
+The tokenizer *is* a tiktoken.Encoding; this module only adds training, saving, the special tokens of
+the chat format and conversation rendering. Same API as nanochat's RustBPETokenizer, so code written
+against that keeps working.
+"""
+
+import hashlib
+import os
+import pickle
+from typing import Iterable, Iterator
+
+import rustbpe
+import tiktoken
+
+# GPT-4's split pattern, except numbers are split in groups of 1-2 digits (not 1-3): with a small
+# vocab, spending merges on every 3-digit number is wasteful.
+SPLIT_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+
+SPECIAL_TOKENS = [
+    "<|bos|>",  # every document starts with this one
+    "<|user_start|>", "<|user_end|>",
+    "<|assistant_start|>", "<|assistant_end|>",
+    "<|python_start|>", "<|python_end|>",  # assistant calls the python tool
+    "<|output_start|>", "<|output_end|>",  # the tool's output, shown to the assistant
+]
+
+TOKENIZER_FILE = "tokenizer.pkl"
+
+
+class RustBPETokenizer:
+    """A thin layer over a tiktoken.Encoding."""
+
+    def __init__(self, enc: tiktoken.Encoding, bos_token: str):
+        self.enc = enc
+        self.bos_token_id = enc.encode_single_token(bos_token)
+
+    # ---------------------------------------------------------------- construction
+
+    @classmethod
+    def train_from_iterator(cls, texts: Iterable[str], vocab_size: int) -> "RustBPETokenizer":
+        """Train on an iterator of texts; vocab_size counts the special tokens too."""
+        check_vocab_size(vocab_size)
+        trainer = rustbpe.Tokenizer()
+        trainer.train_from_iterator(iter(texts), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
+        # keep the ranks in the order rustbpe returns them: the pickled Encoding is then a pure
+        # function of the training data, so its hash identifies it
+        mergeable_ranks = {bytes(k): v for k, v in trainer.get_mergeable_ranks()}
+        offset = len(mergeable_ranks)
+        special_tokens = {name: offset + i for i, name in enumerate(SPECIAL_TOKENS)}
+        enc = tiktoken.Encoding(
+            name="rustbpe",
+            pat_str=trainer.get_pattern(),
+            mergeable_ranks=mergeable_ranks,
+            special_tokens=special_tokens,
+        )
+        return cls(enc, "<|bos|>")
+
+    @classmethod
+    def from_directory(cls, tokenizer_dir: str) -> "RustBPETokenizer":
+        path = os.path.join(tokenizer_dir, TOKENIZER_FILE)
+        try:
+            with open(path, "rb") as f:
+                enc = pickle.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no tokenizer at {path}: run `python data/dataset_and_vocab.py` first (it trains one)"
+            ) from None
+        if not isinstance(enc, tiktoken.Encoding):
+            raise ValueError(f"{path}: expected a pickled tiktoken.Encoding, got {type(enc).__name__}")
+        return cls(enc, "<|bos|>")
+
+    @classmethod
+    def from_pretrained(cls, tiktoken_name: str) -> "RustBPETokenizer":
+        """One of tiktoken's encodings (gpt2, cl100k_base, ...); their BOS is <|endoftext|>."""
+        return cls(tiktoken.get_encoding(tiktoken_name), "<|endoftext|>")
+
+    def save(self, tokenizer_dir: str) -> str:
+        """Pickle the Encoding to <dir>/tokenizer.pkl (atomically) and return the path."""
+        os.makedirs(tokenizer_dir, exist_ok=True)
+        path = os.path.join(tokenizer_dir, TOKENIZER_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(self.enc, f)
+        os.replace(tmp, path)
+        return path
+
+    # ---------------------------------------------------------------- basic API
+
+    def get_vocab_size(self) -> int:
+        return self.enc.n_vocab
+
+    def get_special_tokens(self) -> set[str]:
+        return self.enc.special_tokens_set
+
+    def get_bos_token_id(self) -> int:
+        return self.bos_token_id
+
+    def id_to_token(self, id: int) -> str:
+        return self.enc.decode([id])
+
+    def encode_special(self, text: str) -> int:
+        return self.enc.encode_single_token(text)
+
+    def _special_id(self, token: str | int) -> int:
+        return token if isinstance(token, int) else self.encode_special(token)
+
+    def encode(self, text, prepend=None, append=None, num_threads: int = 8):
+        """Encode a string (-> list[int]) or a list of strings (-> list[list[int]]) as ordinary text.
+
+        prepend/append: a special token's name or an id, added to every sequence.
+        """
+        head = [] if prepend is None else [self._special_id(prepend)]
+        tail = [] if append is None else [self._special_id(append)]
+        if isinstance(text, str):
+            return head + self.enc.encode_ordinary(text) + tail
+        if isinstance(text, list):
+            ids = self.enc.encode_ordinary_batch(text, num_threads=num_threads)
+            if head or tail:
+                ids = [head + row + tail for row in ids]
+            return ids
+        raise TypeError(f"encode expects a str or a list of str, got {type(text).__name__}")
+
+    __call__ = encode
+
+    def decode(self, ids: list[int]) -> str:
+        return self.enc.decode(ids)
+
+    # ---------------------------------------------------------------- facts about the vocab
+
+    def token_byte_lengths(self) -> list[int]:
+        """Per token id, how many raw bytes it stands for (0 for special tokens).
+
+        Works from the token's bytes, not its decoded string, so tokens that are partial UTF-8
+        sequences count exactly. Used for bits-per-byte evaluation.
+        """
+        special_ids = set(self.enc._special_tokens.values())
+        return [
+            0 if i in special_ids else len(self.enc.decode_single_token_bytes(i))
+            for i in range(self.enc.n_vocab)
+        ]
+
+    def fingerprint(self) -> str:
+        """sha256 of what defines the encoding: pattern, ranks and special tokens."""
+        h = hashlib.sha256()
+        h.update(self.enc._pat_str.encode())
+        for token, rank in sorted(self.enc._mergeable_ranks.items(), key=lambda kv: kv[1]):
+            h.update(rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token)
+        for name, i in sorted(self.enc._special_tokens.items(), key=lambda kv: kv[1]):
+            h.update(i.to_bytes(4, "little") + name.encode())
+        return h.hexdigest()
+
+    # ---------------------------------------------------------------- chat format
+
+    def render_conversation(self, conversation: dict, max_tokens: int | None = 2048):
+        """Tokenize one {"messages": [...]} conversation -> (ids, mask); mask 1 = supervised."""
+        return self.render_conversations([conversation], max_tokens=max_tokens)[0]
+
+    def render_conversations(self, conversations: list[dict], max_tokens: int | None = 2048):
+        """render_conversation for many conversations, with all their texts encoded in one batch."""
+        plans = [conversation_plan(c) for c in conversations]
+        texts = [item for plan in plans for item, _ in plan if isinstance(item, str)]
+        encoded = iter(self.enc.encode_ordinary_batch(texts) if texts else [])
+        special = self.enc._special_tokens
+        out = []
+        for plan in plans:
+            ids, mask = [], []
+            for item, m in plan:
+                if isinstance(item, str):
+                    piece = next(encoded)
+                    ids += piece
+                    mask += [m] * len(piece)
+                else:
+                    ids.append(special[item.name])
+                    mask.append(m)
+            if max_tokens is not None:
+                ids, mask = ids[:max_tokens], mask[:max_tokens]
+            out.append((ids, mask))
+        return out
+
+    def render_for_completion(self, conversation: dict) -> list[int]:
+        """Prompt for the assistant's reply: drop the last (assistant) message, open a new one."""
+        messages = conversation["messages"]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError("render_for_completion: the last message must be the assistant's")
+        ids, _ = self.render_conversation({"messages": messages[:-1]}, max_tokens=None)
+        return ids + [self.encode_special("<|assistant_start|>")]
+
+
+class Special:
+    """A special token inside a conversation plan (a plain str there is text to encode)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __eq__(self, other):
+        return isinstance(other, Special) and other.name == self.name
+
+    def __repr__(self):
+        return f"Special({self.name!r})"
+
+
+def conversation_plan(conversation: dict) -> list[tuple[str | Special, int]]:
+    """The flat list of (text or Special, mask) a conversation renders to, validated.
+
+    Kept apart from encoding so that many conversations can be encoded in one batch.
+    """
+    messages = conversation.get("messages") if isinstance(conversation, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("conversation must be a dict with a non-empty 'messages' list")
+    if messages[0].get("role") == "system":
+        # the chat format has no system role: fold it into the first user message
+        if len(messages) < 2 or messages[1].get("role") != "user":
+            raise ValueError("message 1: a system message must be followed by a user message")
+        first = dict(messages[1])
+        first["content"] = _string_content(messages[0], 0) + "\n\n" + _string_content(messages[1], 1)
+        messages = [first] + messages[2:]
+        index_offset = 1  # error messages name indices of the original list
+    else:
+        index_offset = 0
+
+    plan = [(Special("<|bos|>"), 0)]
+    for i, message in enumerate(messages):
+        where = i + index_offset
+        role = message.get("role")
+        expected = "user" if i % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(f"message {where}: expected role {expected!r}, got {role!r}")
+        if role == "user":
+            plan += [(Special("<|user_start|>"), 0), (_string_content(message, where), 0),
+                     (Special("<|user_end|>"), 0)]
+            continue
+        plan.append((Special("<|assistant_start|>"), 0))
+        content = message.get("content")
+        if isinstance(content, str):
+            plan.append((content, 1))
+        elif isinstance(content, list):
+            for j, part in enumerate(content):
+                plan += _assistant_part(part, where, j)
+        else:
+            raise ValueError(f"message {where}: assistant content must be a string or a list of parts")
+        plan.append((Special("<|assistant_end|>"), 1))
+    return plan
+
+
+def _string_content(message: dict, index: int) -> str:
+    content = message.get("content")
+    if not isinstance(content, str):
+        raise ValueError(f"message {index}: content must be a string, got {type(content).__name__}")
+    return content
+
+
+def _assistant_part(part, index: int, j: int) -> list[tuple[str | Special, int]]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    text = part.get("text") if isinstance(part, dict) else None
+    if not isinstance(text, str):
+        raise ValueError(f"message {index} part {j}: expected a dict with a string 'text'")
+    if kind == "text":
+        return [(text, 1)]
+    if kind == "python":
+        return [(Special("<|python_start|>"), 1), (text, 1), (Special("<|python_end|>"), 1)]
+    if kind == "python_output":
+        # tool output comes from the interpreter at inference time: not supervised
+        return [(Special("<|output_start|>"), 0), (text, 0), (Special("<|output_end|>"), 0)]
+    raise ValueError(f"message {index} part {j}: unknown part type {kind!r}")
+
+
+def check_vocab_size(vocab_size: int) -> None:
+    smallest = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < smallest:
+        raise ValueError(f"vocab size {vocab_size} is below {smallest} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+    if vocab_size > 2**16:
+        raise ValueError(f"vocab size {vocab_size} does not fit the uint16 tokens of .bin files (max 65536)")
+
+
+def capped_texts(texts: Iterable[str], doc_cap: int, max_chars: int) -> Iterator[str]:
+    """Training texts: each cut to doc_cap characters, stopping once more than max_chars were fed."""
+    fed = 0
+    for text in texts:
+        text = text[:doc_cap]
+        fed += len(text)
+        yield text
+        if fed > max_chars:
+            return

@@ -1,0 +1,102 @@
+"""Shared fixtures: a loopback HTTP server that serves a folder in the hub's URL layout, with faults."""
+
+import http.server
+import json
+import os
+import sys
+import threading
+import urllib.parse
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "data"))  # `from tokenizer import ...`, as the seed's consumers do
+
+
+class FileServer(http.server.ThreadingHTTPServer):
+    """Serves `root` on 127.0.0.1:
+
+    - /datasets/<owner>/<name>/resolve/main/<path>  -> root/<owner>/<name>/<path>   (hub file)
+    - /api/datasets/<owner>/<name>/tree/main/<dir>  -> JSON listing of that folder   (hub API)
+    - /<path>                                        -> root/<path>                  (plain URL)
+
+    `faults[url_path]` is a list of faults served, one per request, before the real answer:
+    "500", "drop" (connection closed without an answer) or "truncate" (half the announced body).
+    `requests` records every path asked for.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, root):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.root = root
+        self.faults: dict[str, list[str]] = {}
+        self.requests: list[str] = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        path = urllib.parse.urlparse(self.path).path
+        self.server.requests.append(path)
+        faults = self.server.faults.get(path)
+        fault = faults.pop(0) if faults else None
+        if fault == "500":
+            return self.send_error(500)
+        if fault == "drop":
+            self.close_connection = True
+            return self.connection.close()
+        parts = urllib.parse.unquote(path).strip("/").split("/")
+        if parts[:2] == ["api", "datasets"] and parts[4:6] == ["tree", "main"]:
+            return self._tree("/".join(parts[2:4]), "/".join(parts[6:]))
+        if parts[:1] == ["datasets"] and parts[3:5] == ["resolve", "main"]:
+            parts = parts[1:3] + parts[5:]
+        local = os.path.join(self.server.root, *parts)
+        if not os.path.isfile(local):
+            return self.send_error(404)
+        with open(local, "rb") as f:
+            body = f.read()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if fault == "truncate" else body)
+        if fault == "truncate":
+            self.close_connection = True
+
+    def _tree(self, repo, folder):
+        local = os.path.join(self.server.root, repo, folder)
+        if not os.path.isdir(local):
+            return self.send_error(404)
+        entries = []
+        for name in sorted(os.listdir(local)):
+            full = os.path.join(local, name)
+            rel = f"{folder}/{name}" if folder else name
+            if os.path.isdir(full):
+                entries.append({"type": "directory", "oid": "0" * 40, "path": rel})
+            else:
+                entries.append({"type": "file", "oid": "0" * 40, "size": os.path.getsize(full), "path": rel})
+        body = json.dumps(entries).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A FileServer over tmp_path/'served' (fill it before requesting)."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = FileServer(str(root))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
