@@ -3,8 +3,6 @@
 import json
 import os
 
-import torch
-
 
 def write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
@@ -22,6 +20,8 @@ def write_text(path: str, text: str) -> None:
 
 
 def torch_save(obj, path: str) -> None:
+    import torch  # heavy: only the steps that write .pt files pay for it, not tokenizer workers
+
     tmp = path + ".tmp"
     torch.save(obj, tmp)
     os.replace(tmp, path)

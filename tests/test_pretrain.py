@@ -1,0 +1,238 @@
+import json
+import os
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tiktoken
+import torch
+
+from fixtures import write_corpus
+from stacks_data import binfile, pretokenize
+from stacks_data.cli import run_step
+from stacks_data.parquet import InputError
+from stacks_data.tokenizer import RustBPETokenizer
+
+NUM_FILES = 4  # files 0..2 train, file 3 val; tokenizer trains on file 0 (file 1 held out)
+
+
+def pretrain(corpus, out, *extra):
+    run_step("pretrain", ["--parquet-dir", str(corpus), "--out-dir", str(out), "--dataset-name", "ds",
+                          "--num-shards", str(NUM_FILES), "--tok-train-shards", "2", "--vocab-size", "320",
+                          "--shard-size", "1000", "--num-workers", "1", "--skip-upload", *extra])
+    return out / "ds"
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "parquet"
+    return folder, write_corpus(folder, NUM_FILES)
+
+
+def bins(folder, prefix):
+    return [binfile.read_bin(str(folder / f)) for f in sorted(os.listdir(folder)) if f.startswith(prefix)]
+
+
+def files_bytes(folder):
+    names = [f for f in sorted(os.listdir(folder)) if f.endswith((".bin", ".json")) and not f.startswith(".")]
+    return {f: (folder / f).read_bytes() for f in names}
+
+
+def test_end_to_end(corpus, tmp_path):
+    parquet_dir, docs = corpus
+    out = pretrain(parquet_dir, tmp_path / "out")
+    tok = RustBPETokenizer.from_directory(out / "tokenizer")
+    with open(out / "tokenizer" / "tokenizer.pkl", "rb") as f:
+        assert isinstance(pickle.load(f), tiktoken.Encoding)
+    bos = tok.get_bos_token_id()
+    assert tok.get_vocab_size() == 320
+
+    # val = the last file, flushed on its own with its partial shard; train = the others, partial dropped
+    def stream(file_docs):
+        return [t for d in file_docs for t in [bos] + tok.encode(d)]
+    val_stream, train_stream = stream(docs[3]), stream(docs[0] + docs[1] + docs[2])
+    val = bins(out, "val_")
+    assert [len(v) for v in val[:-1]] == [1000] * (len(val) - 1)
+    assert np.concatenate(val).tolist() == val_stream
+    train = bins(out, "train_")
+    assert all(len(t) == 1000 for t in train)
+    assert np.concatenate(train).tolist() == train_stream[: len(train) * 1000]
+    assert len(train_stream) - len(train) * 1000 < 1000
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["vocab_size"] == 320 and config["bos_id"] == bos and config["shard_size"] == 1000
+    assert config["train_shards"] == len(train) and config["train_tokens"] == len(train) * 1000
+    assert config["val_tokens"] == len(val_stream) and config["val_documents"] == len(docs[3])
+    assert config["train_documents"] == 3 * len(docs[0])
+    assert config["train_dropped_tokens"] == len(train_stream) - len(train) * 1000
+    assert config["tokenizer_fingerprint"] == tok.fingerprint()
+
+    token_bytes = torch.load(out / "tokenizer" / "token_bytes.pt")
+    assert token_bytes.dtype == torch.int32 and token_bytes.tolist() == tok.token_byte_lengths()
+    assert "bytes/token" in (out / "tokenizer_comparison.md").read_text()
+    assert not [f for f in os.listdir(out) if f.endswith((".tmp", ".part"))]
+
+
+def test_keep_partial_and_bin_subdir(corpus, tmp_path):
+    parquet_dir, docs = corpus
+    out = pretrain(parquet_dir, tmp_path / "out", "--keep-partial", "--bin-subdir", "fineweb_edu")
+    tok = RustBPETokenizer.from_directory(out / "tokenizer")
+    train = bins(out / "fineweb_edu", "train_")
+    expected = [t for d in docs[0] + docs[1] + docs[2] for t in [tok.get_bos_token_id()] + tok.encode(d)]
+    assert np.concatenate(train).tolist() == expected
+    assert not [f for f in os.listdir(out) if f.endswith(".bin")]
+    assert json.loads((out / "config.json").read_text())["bin_subdir"] == "fineweb_edu"
+
+
+def test_workers_do_not_change_bytes(corpus, tmp_path):
+    parquet_dir, _ = corpus
+    one = pretrain(parquet_dir, tmp_path / "one")
+    two = pretrain(parquet_dir, tmp_path / "two", "--num-workers", "2")
+    assert files_bytes(one) == files_bytes(two)
+    assert len([f for f in files_bytes(one) if f.endswith(".bin")]) > 5
+
+
+def test_downloads_through_faults(corpus, tmp_path, file_server):
+    source, _ = corpus
+    for f in os.listdir(source):
+        os.symlink(source / f, os.path.join(file_server.root, f))
+    file_server.faults["/shard_00000.parquet"] = ["500", "truncate"]
+    file_server.faults["/shard_00003.parquet"] = ["drop"]
+    local = tmp_path / "downloaded"
+    reference = pretrain(source, tmp_path / "ref")
+    out = pretrain(local, tmp_path / "out", "--base-url", file_server.url)
+    got, want = files_bytes(out), files_bytes(reference)
+    assert json.loads(got.pop("config.json"))["source"]["base_url"] == file_server.url
+    want.pop("config.json")
+    assert got == want
+    assert sorted(os.listdir(local)) == sorted(os.listdir(source))  # no .part left
+    assert file_server.requests.count("/shard_00000.parquet") == 3
+
+
+def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
+    parquet_dir, _ = corpus
+    reference = files_bytes(pretrain(parquet_dir, tmp_path / "ref"))
+
+    real_flush = binfile.ShardWriter._flush
+    flushes = {"n": 0}
+
+    def crashing_flush(self):
+        flushes["n"] += 1
+        if flushes["n"] == 12:  # val's 7 shards and 4 train shards are on disk
+            raise KeyboardInterrupt("killed")
+        real_flush(self)
+
+    monkeypatch.setattr(binfile.ShardWriter, "_flush", crashing_flush)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(parquet_dir, tmp_path / "out")
+    monkeypatch.setattr(binfile.ShardWriter, "_flush", real_flush)
+    out = tmp_path / "out" / "ds"
+    assert not (out / "config.json").exists()
+
+    calls = []
+    real_task = pretokenize.tokenize_row_group
+    monkeypatch.setattr(pretokenize, "tokenize_row_group", lambda task: calls.append(task) or real_task(task))
+    pretrain(parquet_dir, tmp_path / "out")
+    assert files_bytes(out) == reference
+    # finished work was not redone: val is done; train's 4 shards (4000 tokens) end inside its second row
+    # group (of 9, ~2000 tokens each), where it resumes
+    assert calls[0] == (str(parquet_dir / "shard_00000.parquet"), 1, 25)
+    assert len(calls) == 8
+
+    calls.clear()
+    pretrain(parquet_dir, tmp_path / "out")  # a finished run is not redone at all
+    assert calls == [] and files_bytes(out) == reference
+
+
+def test_crash_in_training_retrains(corpus, tmp_path, monkeypatch):
+    parquet_dir, _ = corpus
+    reference = files_bytes(pretrain(parquet_dir, tmp_path / "ref"))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed")
+
+    with monkeypatch.context() as m:
+        m.setattr(RustBPETokenizer, "train_from_iterator", killed)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(parquet_dir, tmp_path / "out")
+    assert not (tmp_path / "out" / "ds" / "tokenizer" / "tokenizer.pkl").exists()
+    assert files_bytes(pretrain(parquet_dir, tmp_path / "out")) == reference
+
+
+def test_changed_flags_replace_stale_shards(corpus, tmp_path):
+    parquet_dir, _ = corpus
+    out = pretrain(parquet_dir, tmp_path / "out")
+    pretrain(parquet_dir, tmp_path / "out", "--shard-size", "3000")
+    assert all(len(t) == 3000 for t in bins(out, "train_"))
+    config = json.loads((out / "config.json").read_text())
+    assert config["shard_size"] == 3000
+    assert len(bins(out, "train_")) == config["train_shards"]
+
+
+def test_reused_tokenizer_must_match(corpus, tmp_path):
+    parquet_dir, _ = corpus
+    pretrain(parquet_dir, tmp_path / "out")
+    with pytest.raises(SystemExit, match="trained differently"):
+        pretrain(parquet_dir, tmp_path / "out", "--vocab-size", "330")
+
+
+@pytest.mark.parametrize("vocab", ["200", "70000"])
+def test_bad_vocab_size(corpus, tmp_path, vocab):
+    parquet_dir, _ = corpus
+    with pytest.raises(ValueError, match="vocab size"):
+        pretrain(parquet_dir, tmp_path / "out", "--vocab-size", vocab)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("table, message", [
+    (pa.table({"content": ["a", "b"]}), r"shard_00002.parquet: missing column\(s\) \['text'\]"),
+    (pa.table({"text": ["a", None, "c"]}), r"shard_00002.parquet: row 1: 'text' is null"),
+    (pa.table({"text": [1, 2]}), r"shard_00002.parquet: column 'text' has type int64, expected string"),
+    (None, r"shard_00002.parquet: not a readable parquet file"),
+])
+def test_bad_input_names_file_and_row(corpus, tmp_path, table, message):
+    parquet_dir, _ = corpus
+    bad = parquet_dir / "shard_00002.parquet"
+    bad.unlink()
+    if table is None:
+        bad.write_bytes(b"PAR1 this is not parquet")
+    else:
+        pq.write_table(table, bad)
+    with pytest.raises(InputError, match=message):
+        pretrain(parquet_dir, tmp_path / "out")
+    out = tmp_path / "out" / "ds"
+    assert not (out / "config.json").exists()
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_upload(corpus, tmp_path, monkeypatch):
+    calls = []
+
+    class FakeHfApi:
+        def __init__(self, token=None, **kwargs):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+
+    monkeypatch.setattr("stacks_data.hub.HfApi", FakeHfApi)
+    monkeypatch.setenv("HF_TOKEN", "secret")
+    parquet_dir, _ = corpus
+    args = ["--parquet-dir", str(parquet_dir), "--out-dir", str(tmp_path / "out"), "--dataset-name", "ds",
+            "--num-shards", "4", "--tok-train-shards", "2", "--vocab-size", "320", "--shard-size", "1000",
+            "--num-workers", "1"]
+    with pytest.raises(SystemExit, match="--hf-user"):
+        run_step("pretrain", args)  # refused before any work
+    assert not (tmp_path / "out").exists() and not calls
+    run_step("pretrain", args + ["--hf-user", "me"])
+    assert calls[0] == ("init", "secret")
+    assert calls[1] == ("create_repo", "me/ds", {"repo_type": "dataset", "exist_ok": True})
+    upload = calls[2][1]
+    assert upload["repo_id"] == "me/ds" and upload["repo_type"] == "dataset"
+    assert upload["folder_path"] == str(tmp_path / "out" / "ds") and upload["path_in_repo"] is None
+    assert pretokenize.STATE_FILE in upload["ignore_patterns"]
