@@ -18,9 +18,13 @@ from stacks_data.download import download
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
+def cache_root() -> str:
+    """Root of the download cache: $STACKS_DATA_CACHE, else ~/.cache/stacks-data."""
+    return os.environ.get("STACKS_DATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "stacks-data")
+
+
 def default_cache_dir() -> str:
-    base = os.environ.get("STACKS_DATA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "stacks-data")
-    return os.path.join(base, "hub")
+    return os.path.join(cache_root(), "hub")
 
 
 def hub_endpoint() -> str:

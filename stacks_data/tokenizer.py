@@ -158,10 +158,15 @@ class RustBPETokenizer:
         return self.render_conversations([conversation], max_tokens=max_tokens)[0]
 
     def render_conversations(self, conversations: list[dict], max_tokens: int | None = 2048):
-        """render_conversation for many conversations, with all their texts encoded in one batch."""
+        """render_conversation for many conversations (validated up front, then encoded together).
+
+        Texts are encoded one after the other in this thread: on these short texts, tiktoken's
+        encode_ordinary_batch costs more in thread-pool overhead than it gains; callers parallelize
+        across processes instead.
+        """
         plans = [conversation_plan(c) for c in conversations]
         texts = [item for plan in plans for item, _ in plan if isinstance(item, str)]
-        encoded = iter(self.enc.encode_ordinary_batch(texts) if texts else [])
+        encoded = map(self.enc.encode_ordinary, texts)
         special = self.enc._special_tokens
         out = []
         for plan in plans:
@@ -181,11 +186,18 @@ class RustBPETokenizer:
 
     def render_for_completion(self, conversation: dict) -> list[int]:
         """Prompt for the assistant's reply: drop the last (assistant) message, open a new one."""
-        messages = conversation["messages"]
-        if not messages or messages[-1].get("role") != "assistant":
-            raise ValueError("render_for_completion: the last message must be the assistant's")
-        ids, _ = self.render_conversation({"messages": messages[:-1]}, max_tokens=None)
-        return ids + [self.encode_special("<|assistant_start|>")]
+        return self.render_for_completions([conversation])[0]
+
+    def render_for_completions(self, conversations: list[dict]) -> list[list[int]]:
+        """render_for_completion for many conversations, with all their texts encoded in one batch."""
+        prompts = []
+        for i, conversation in enumerate(conversations):
+            messages = conversation["messages"]
+            if not messages or messages[-1].get("role") != "assistant":
+                raise ValueError(f"render_for_completion: conversation {i}: the last message must be the assistant's")
+            prompts.append({"messages": messages[:-1]})
+        assistant_start = self.encode_special("<|assistant_start|>")
+        return [ids + [assistant_start] for ids, _ in self.render_conversations(prompts, max_tokens=None)]
 
 
 class Special:

@@ -1,0 +1,159 @@
+"""Pre-tokenize MMLU, ARC-Easy and ARC-Challenge for categorical chat eval (one answer-letter logit per item).
+
+Each test item becomes a chat prompt: the user asks the multiple-choice question (render_mc, the same text
+the SFT mixture trains on) and an assistant reply is opened. The evaluator runs the model once over
+`tokens`, reads the logits at `answer_pos` (the <|assistant_start|> token), restricts them to the item's
+`letter_token_ids` and checks whether the largest is at `gold`.
+
+Writes <out-dir>/<dataset-name>/chat_eval/{MMLU,ARC-Easy,ARC-Challenge}.pt and config.json, then uploads
+the folder to <hf-user>/<dataset-name> under chat_eval/ unless --skip-upload.
+"""
+
+import argparse
+import os
+import time
+
+from stacks_data import flags
+from stacks_data.files import human_bytes, torch_save, write_json
+from stacks_data.hub import upload_folder
+from stacks_data.multiple_choice import arc_gold, load_arc, load_mmlu, render_mc, shuffled
+from stacks_data.parquet import InputError
+from stacks_data.tokenizer import RustBPETokenizer
+
+TASKS = ("MMLU", "ARC-Easy", "ARC-Challenge")
+MMLU_LETTERS = ("A", "B", "C", "D")
+SUBDIR = "chat_eval"
+
+
+# ---------------------------------------------------------------- items
+
+def mmlu_items(rows: list[dict]) -> list[dict]:
+    """MMLU rows -> items {name, question, letters, choices, gold}, checked."""
+    items = []
+    for i, row in enumerate(rows):
+        name = f"MMLU test row {i} (subject {row.get('subject')!r})"
+        choices, answer = row["choices"], row["answer"]
+        if not isinstance(choices, list) or len(choices) != len(MMLU_LETTERS):
+            raise InputError(f"{name}: 'choices' must be a list of {len(MMLU_LETTERS)} strings, got {choices!r}")
+        if not isinstance(answer, int) or not 0 <= answer < len(MMLU_LETTERS):
+            raise InputError(f"{name}: 'answer' must be an int in 0..{len(MMLU_LETTERS) - 1}, got {answer!r}")
+        items.append({"name": name, "question": row["question"], "letters": list(MMLU_LETTERS),
+                      "choices": choices, "gold": answer})
+    return items
+
+
+def arc_items(rows: list[dict]) -> list[dict]:
+    """ARC rows -> items; the letters are the item's own labels (A-D, A-C, A-E or 1-4)."""
+    items = []
+    for row in rows:
+        name = f"ARC item {row['id']}"
+        texts, labels = row["choices"]["text"], row["choices"]["label"]
+        if len(texts) != len(labels):
+            raise InputError(f"{name}: {len(texts)} choice texts but {len(labels)} labels {labels}")
+        items.append({"name": name, "question": row["question"], "letters": labels,
+                      "choices": texts, "gold": arc_gold(row)})
+    return items
+
+
+def load_task(label: str, mirror: str | None) -> list[dict]:
+    """A task's test items in the order `datasets`' shuffle(seed=42) gives, as nanochat evaluates them."""
+    if label == "MMLU":
+        items = mmlu_items(load_mmlu("test", mirror))
+    else:
+        items = arc_items(load_arc(label, "test", mirror))
+    return shuffled(items)
+
+
+# ---------------------------------------------------------------- tokenization
+
+def conversation(item: dict) -> dict:
+    question = render_mc(item["question"], item["letters"], item["choices"])
+    return {"messages": [{"role": "user", "content": question},
+                         {"role": "assistant", "content": item["letters"][item["gold"]]}]}
+
+
+def letter_token_id(tok: RustBPETokenizer, letter: str, item_name: str) -> int:
+    """The single token the assistant's answer `letter` is; scoring compares one logit per letter."""
+    ids = tok.encode(letter)
+    if len(ids) != 1:
+        raise InputError(f"{item_name}: answer letter {letter!r} encodes to {len(ids)} tokens {ids}, "
+                         "expected exactly 1 (categorical eval reads one logit per letter)")
+    return ids[0]
+
+
+def random_baseline(letter_lists: list[list[str]]) -> float:
+    """Expected accuracy of a uniform guess over the kept items."""
+    sizes = {len(letters) for letters in letter_lists}
+    if len(sizes) == 1:
+        return 1 / sizes.pop()
+    return sum(1 / len(letters) for letters in letter_lists) / len(letter_lists)
+
+
+def tokenize_task(tok: RustBPETokenizer, label: str, items: list[dict], max_seq_len: int) -> tuple[dict, int]:
+    """The task's .pt payload and the number of items skipped as longer than max_seq_len."""
+    # one batched encode for all prompts: per-item encoding made MMLU take minutes
+    prompts = tok.render_for_completions([conversation(item) for item in items])
+    letter_ids: dict[str, int] = {}
+    sequences, kept_letters = [], []
+    for idx, (item, ids) in enumerate(zip(items, prompts)):
+        if len(ids) > max_seq_len:
+            continue
+        for letter in item["letters"]:
+            if letter not in letter_ids:
+                letter_ids[letter] = letter_token_id(tok, letter, item["name"])
+        sequences.append({
+            "tokens": ids,
+            "answer_pos": len(ids) - 1,  # the <|assistant_start|> token: its logits predict the letter
+            "letter_token_ids": [letter_ids[letter] for letter in item["letters"]],
+            "gold": item["gold"],
+            "example_idx": idx,  # position after the shuffle
+        })
+        kept_letters.append(item["letters"])
+    if not sequences:
+        raise SystemExit(f"error: {label}: all {len(items)} items are longer than --max-seq-len {max_seq_len}")
+    payload = {
+        "task_type": "categorical",
+        "label": label,
+        "num_examples": len(sequences),
+        "random_baseline": random_baseline(kept_letters),
+        "sequences": sequences,
+    }
+    return payload, len(items) - len(sequences)
+
+
+# ---------------------------------------------------------------- step
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_output_flags(parser)
+    flags.add_mirror_flag(parser)
+    parser.add_argument("--max-seq-len", type=int, default=2048,
+                        help="items whose prompt is longer than this many tokens are skipped (and counted)")
+
+
+def run(args: argparse.Namespace) -> None:
+    flags.check_upload_flags(args)
+    if args.max_seq_len < 1:
+        raise SystemExit(f"error: --max-seq-len must be positive, got {args.max_seq_len}")
+    tok = flags.load_tokenizer(args)
+    out_dir = os.path.join(flags.dataset_dir(args), SUBDIR)
+    os.makedirs(out_dir, exist_ok=True)
+    t0 = time.time()
+    manifest = []
+    for label in TASKS:
+        t = time.time()
+        items = load_task(label, args.hf_mirror)
+        payload, skipped = tokenize_task(tok, label, items, args.max_seq_len)
+        filename = f"{label}.pt"
+        path = os.path.join(out_dir, filename)
+        torch_save(payload, path)
+        manifest.append({"label": label, "file": filename, "task_type": "categorical",
+                         "num_examples": payload["num_examples"], "random_baseline": payload["random_baseline"]})
+        print(f"{label}: {len(items):,} items, {payload['num_examples']:,} kept, {skipped:,} skipped "
+              f"(> {args.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
+              f"{human_bytes(os.path.getsize(path))}, {time.time() - t:.1f}s")
+    write_json(os.path.join(out_dir, "config.json"),
+               {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(), "tasks": manifest})
+    total = sum(task["num_examples"] for task in manifest)
+    print(f"wrote {total:,} sequences in {len(manifest)} tasks to {out_dir} in {time.time() - t0:.1f}s")
+    if not args.skip_upload:
+        upload_folder(out_dir, flags.hub_repo_id(args), path_in_repo=SUBDIR, ignore_patterns=["*.tmp"])
