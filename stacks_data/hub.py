@@ -8,12 +8,14 @@ the hub are cached in that same layout, so the cache is itself a mirror.
 
 import fnmatch
 import glob
+import json
 import os
 import posixpath
 
 from huggingface_hub import HfApi
 
 from stacks_data.download import download
+from stacks_data.files import write_json
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -51,14 +53,25 @@ def dataset_files(repo_id: str, pattern: str, *, mirror: str | None = None,
     endpoint = endpoint or hub_endpoint()
     cache_dir = cache_dir or default_cache_dir()
     token = os.environ.get("HF_TOKEN")
-    api = HfApi(endpoint=endpoint, token=token)
-    folder = posixpath.dirname(pattern) or None
-    names = sorted(
-        entry.path for entry in api.list_repo_tree(repo_id, path_in_repo=folder, repo_type="dataset")
-        if fnmatch.fnmatch(entry.path, pattern) and getattr(entry, "size", None) is not None
-    )
+    # the last listing is kept, so that a later run without network can still use a complete cache
+    listing = os.path.join(cache_dir, repo_id, ".listings", pattern.replace("/", "__") + ".json")
+    try:
+        api = HfApi(endpoint=endpoint, token=token)
+        names = sorted(
+            entry.path for entry in api.list_repo_tree(repo_id, path_in_repo=posixpath.dirname(pattern) or None,
+                                                       repo_type="dataset")
+            if fnmatch.fnmatch(entry.path, pattern) and getattr(entry, "size", None) is not None
+        )
+    except Exception as e:  # offline or hub down (huggingface_hub raises many error types)
+        cached = json.load(open(listing)) if os.path.exists(listing) else []
+        if not cached or not all(os.path.exists(os.path.join(cache_dir, repo_id, n)) for n in cached):
+            raise
+        print(f"{endpoint} unreachable ({type(e).__name__}): using the cached {repo_id} {pattern}")
+        return [os.path.join(cache_dir, repo_id, n) for n in cached]
     if not names:
         raise FileNotFoundError(f"no file of dataset {repo_id} on {endpoint} matches {pattern}")
+    os.makedirs(os.path.dirname(listing), exist_ok=True)
+    write_json(listing, names)
     return [
         download(resolve_url(repo_id, name, endpoint), os.path.join(cache_dir, repo_id, name), token=token)
         for name in names
