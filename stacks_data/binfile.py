@@ -28,7 +28,7 @@ def write_bin(path: str, tokens: np.ndarray) -> None:
     tmp = path + ".tmp"
     with open(tmp, "wb") as f:
         f.write(header.tobytes())
-        f.write(tokens.astype("<u2", copy=False).tobytes())
+        f.write(np.ascontiguousarray(tokens, dtype="<u2").data)  # no copy of a 200 MB shard
     os.replace(tmp, path)
 
 

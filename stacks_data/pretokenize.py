@@ -62,7 +62,10 @@ def tokenize_row_group(task: tuple[str, int, int]) -> tuple[np.ndarray, int, int
 
 def pretokenize(tok: RustBPETokenizer, tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int,
                 num_workers: int, keep_partial: bool, state_path: str) -> dict:
-    """Tokenize val (the last path) then train (the others) into shards; resumes from state_path."""
+    """Tokenize val (the last path) then train (the others) into shards; resumes from state_path.
+
+    Returns per split: shards, tokens, dropped_tokens, documents, chars, bytes.
+    """
     run_key = {"tokenizer": tok.fingerprint(), "files": [os.path.basename(p) for p in paths],
                "shard_size": shard_size, "keep_partial": keep_partial, "bin_dir": os.path.abspath(bin_dir)}
     state = json.load(open(state_path)) if os.path.exists(state_path) else None
@@ -73,10 +76,25 @@ def pretokenize(tok: RustBPETokenizer, tokenizer_dir: str, paths: list[str], bin
             os.remove(config)  # it described the old shards
         state = {"key": run_key, "splits": {}}
     os.makedirs(bin_dir, exist_ok=True)
-    stats = {}
-    for split, split_paths in (("val", paths[-1:]), ("train", paths[:-1])):
-        stats[split] = tokenize_split(split, split_paths, bin_dir, shard_size, num_workers,
-                                      keep_partial or split == "val", tokenizer_dir, state, state_path)
+
+    packers = [SplitPacker(split, row_groups(split_paths), bin_dir, shard_size, keep_partial or split == "val",
+                           state, state_path)
+               for split, split_paths in (("val", paths[-1:]), ("train", paths[:-1]))]
+    # one pool for both splits, so workers start once; val's tasks come first and it is flushed on its own
+    work = [(packer, index) for packer in packers for index in packer.remaining()]
+    t0, new_tokens = time.time(), 0
+    progress = tqdm(total=sum(len(p.tasks) for p in packers), desc="tokenize", unit="rowgroup",
+                    initial=sum(len(p.tasks) for p in packers) - len(work))
+    results = ordered_map(tokenize_row_group, [packer.tasks[index] for packer, index in work], num_workers,
+                          _init_worker, (tokenizer_dir,))
+    for (packer, index), result in zip(work, results):
+        new_tokens += packer.add(index, *result)
+        progress.update()
+        progress.set_postfix(tok_per_s=f"{new_tokens / max(time.time() - t0, 1e-9):,.0f}")
+    progress.close()
+    stats = {packer.split: packer.finish() for packer in packers}
+    seconds = time.time() - t0
+    print(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s this run ({new_tokens / max(seconds, 1e-9):,.0f} tok/s)")
     return stats
 
 
@@ -91,54 +109,62 @@ def remove_shards(bin_dir: str, reason: str) -> None:
             os.remove(os.path.join(bin_dir, f))
 
 
-def tokenize_split(split, paths, bin_dir, shard_size, num_workers, keep_partial, tokenizer_dir,
-                   state, state_path) -> dict:
-    done = state["splits"].get(split, {})
-    if done.get("complete"):
-        print(f"{split}: already tokenized ({done['shards']} shards)")
-        return done
-    tasks = row_groups(paths)
-    # resume point: the task in which the last finished shard ended, and the offset into its tokens
-    first_task, skip = done.get("task", 0), done.get("offset", 0)
-    totals = {"docs": done.get("docs_before_task", 0), "chars": done.get("chars_before_task", 0)}
-    position = done.get("shards", 0) * shard_size - skip  # stream position of first_task's first token
-    task_start = {"index": first_task, "position": position, **totals}
+class SplitPacker:
+    """Packs one split's row-group results, in order, into its shards, and keeps its resume point.
 
-    def on_shard(index, _):
+    The resume point is the task in which the last finished shard ended and the offset into that task's
+    tokens; docs/chars before that task are kept so that the counts come out right after a restart.
+    """
+
+    def __init__(self, split, tasks, bin_dir, shard_size, keep_partial, state, state_path):
+        self.split, self.tasks, self.bin_dir, self.shard_size = split, tasks, bin_dir, shard_size
+        self.keep_partial, self.state, self.state_path = keep_partial, state, state_path
+        done = state["splits"].get(split, {})
+        self.complete = done.get("complete", False)
+        self.result = done if self.complete else None
+        self.first_task, self.skip = done.get("task", 0), done.get("offset", 0)
+        self.docs, self.chars = done.get("docs_before_task", 0), done.get("chars_before_task", 0)
+        self.position = done.get("shards", 0) * shard_size - self.skip  # stream position of first_task
+        self.task_start = (self.first_task, self.position, self.docs, self.chars)
+        self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size,
+                                  first_index=done.get("shards", 0), on_shard=self._on_shard)
+
+    def remaining(self) -> range:
+        return range(len(self.tasks) if self.complete else self.first_task, len(self.tasks))
+
+    def add(self, index: int, tokens: np.ndarray, docs: int, chars: int) -> int:
+        """Append task `index`'s tokens (minus what a previous run already wrote); returns tokens added."""
+        self.task_start = (index, self.position, self.docs, self.chars)
+        skip, self.skip = self.skip, 0
+        self.writer.add(tokens[skip:])
+        self.position += len(tokens)
+        self.docs += docs
+        self.chars += chars
+        if index == len(self.tasks) - 1:
+            self.finish()
+        return len(tokens) - skip
+
+    def _on_shard(self, index: int, _) -> None:
         # shard `index` is on disk: record where it ended, so a restart picks up from there
-        end = (index + 1) * shard_size
-        state["splits"][split] = {"shards": index + 1, "task": task_start["index"],
-                                  "offset": end - task_start["position"],
-                                  "docs_before_task": task_start["docs"], "chars_before_task": task_start["chars"]}
-        write_json(state_path, state)
+        task, position, docs, chars = self.task_start
+        self.state["splits"][self.split] = {"shards": index + 1, "task": task,
+                                            "offset": (index + 1) * self.shard_size - position,
+                                            "docs_before_task": docs, "chars_before_task": chars}
+        write_json(self.state_path, self.state)
 
-    writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size,
-                         first_index=done.get("shards", 0), on_shard=on_shard)
-    t0 = time.time()
-    new_tokens = 0
-    progress = tqdm(total=len(tasks), initial=first_task, desc=f"tokenize {split}", unit="rowgroup")
-    results = ordered_map(tokenize_row_group, tasks[first_task:], num_workers, _init_worker, (tokenizer_dir,))
-    for index, (tokens, docs, chars) in enumerate(results, start=first_task):
-        task_start.update(index=index, position=position, docs=totals["docs"], chars=totals["chars"])
-        writer.add(tokens[skip:])
-        new_tokens += len(tokens) - skip
-        skip = 0
-        position += len(tokens)
-        totals["docs"] += docs
-        totals["chars"] += chars
-        progress.update()
-        progress.set_postfix(tok_per_s=f"{new_tokens / max(time.time() - t0, 1e-9):,.0f}")
-    progress.close()
-    dropped = 0 if keep_partial else writer.fill
-    writer.close(keep_partial)
-    shards = writer.index
-    result = {"complete": True, "shards": shards, "tokens": position - dropped, "dropped_tokens": dropped,
-              "documents": totals["docs"], "chars": totals["chars"],
-              "bytes": sum(os.path.getsize(os.path.join(bin_dir, f"{split}_{i:06d}.bin")) for i in range(shards))}
-    state["splits"][split] = result
-    write_json(state_path, state)
-    seconds = time.time() - t0
-    print(f"{split}: {result['documents']:,} docs -> {result['tokens']:,} tokens in {shards} shards "
-          f"({human_bytes(result['bytes'])}); this run: {new_tokens:,} tokens in {seconds:.1f}s "
-          f"({new_tokens / max(seconds, 1e-9):,.0f} tok/s)" + (f"; dropped last {dropped:,} tokens" if dropped else ""))
-    return result
+    def finish(self) -> dict:
+        if self.complete:
+            return self.result
+        dropped = 0 if self.keep_partial else self.writer.fill
+        self.writer.close(self.keep_partial)
+        shards = self.writer.index
+        self.result = {"complete": True, "shards": shards, "tokens": self.position - dropped,
+                       "dropped_tokens": dropped, "documents": self.docs, "chars": self.chars,
+                       "bytes": sum(os.path.getsize(os.path.join(self.bin_dir, f"{self.split}_{i:06d}.bin"))
+                                    for i in range(shards))}
+        self.complete = True
+        self.state["splits"][self.split] = self.result
+        write_json(self.state_path, self.state)
+        print(f"{self.split}: {self.docs:,} docs -> {self.result['tokens']:,} tokens in {shards} shards "
+              f"({human_bytes(self.result['bytes'])})" + (f"; dropped the last {dropped:,}" if dropped else ""))
+        return self.result
