@@ -1,0 +1,212 @@
+"""Pre-tokenize the SFT conversation mixture into token + mask shards.
+
+train: SmolTalk train + MMLU auxiliary_train + GSM8K train x2 + identity conversations x2 +
+SimpleSpelling + SpellingBee; val: SmolTalk test + MMLU test (first 5200) + GSM8K test (first 420).
+Each split is shuffled with random.Random(42), every conversation rendered with the chat format
+(truncated to --max-seq-len tokens) and the tokens and their loss mask packed into
+<out>/<name>/sft/sft_<split>_NNNNNN.bin and sft_<split>_NNNNNN_mask.bin.
+"""
+
+import argparse
+import os
+import random
+import re
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from stacks_data import sft_sources as sources
+from stacks_data.binfile import ShardWriter
+from stacks_data.files import human_bytes, write_json
+from stacks_data.flags import (add_mirror_flag, add_output_flags, add_workers_flag, check_upload_flags,
+                               dataset_dir, hub_repo_id, load_tokenizer)
+from stacks_data.hub import upload_folder
+from stacks_data.parallel import ordered_map
+from stacks_data.tokenizer import RustBPETokenizer
+
+VAL_MMLU = 5200
+VAL_GSM8K = 420
+SHARD_FILE = re.compile(r"sft_(train|val)_\d{6}(_mask)?\.bin")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_output_flags(parser)
+    add_mirror_flag(parser)
+    add_workers_flag(parser)
+    parser.add_argument("--max-seq-len", type=int, default=2048,
+                        help="conversations are truncated to this many tokens")
+    parser.add_argument("--shard-size", type=int, default=10_000_000, help="tokens per shard")
+    parser.add_argument("--identity-file", default=None,
+                        help="identity conversations (JSONL); default data/identity_conversations.jsonl, "
+                             "then <out-dir>/<dataset-name>/identity_conversations.jsonl; none found: skipped")
+    parser.add_argument("--words-file", default=None,
+                        help="word list for the spelling tasks (default: download --words-url once, cached)")
+    parser.add_argument("--words-url", default=sources.WORDS_URL, help="where to download the word list from")
+    parser.add_argument("--simple-spelling-size", type=int, default=200_000, help="SimpleSpelling items (train)")
+    parser.add_argument("--spelling-bee-size", type=int, default=80_000, help="SpellingBee items (train)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid conversations (counted in config.json) instead of stopping")
+    parser.add_argument("--chunk-size", type=int, default=1024,
+                        help="conversations per work item (does not change the output)")
+
+
+def run(args: argparse.Namespace) -> None:
+    check_upload_flags(args)
+    for flag in ("max_seq_len", "shard_size", "chunk_size"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag.replace('_', '-')} must be at least 1")
+    if args.simple_spelling_size < 0 or args.spelling_bee_size < 0:
+        raise SystemExit("error: the spelling task sizes cannot be negative")
+    t0 = time.time()
+    tokenizer = load_tokenizer(args)
+    tokenizer_dir = os.path.join(dataset_dir(args), "tokenizer")
+    out_dir = os.path.join(dataset_dir(args), "sft")
+    os.makedirs(out_dir, exist_ok=True)
+    # shards of an earlier, longer run would otherwise be picked up by the loaders' globs
+    for name in os.listdir(out_dir):
+        if SHARD_FILE.fullmatch(name):
+            os.remove(os.path.join(out_dir, name))
+
+    config = {
+        "max_seq_len": args.max_seq_len,
+        "shard_size": args.shard_size,
+        "bos_id": tokenizer.get_bos_token_id(),
+        "vocab_size": tokenizer.get_vocab_size(),
+    }
+    for split in ("val", "train"):
+        mixture, words = mixture_sources(split, args)
+        stats = write_split(split, mixture, words, tokenizer_dir, out_dir, args)
+        config.update({f"{split}_{key}": value for key, value in stats.items()})
+    write_json(os.path.join(out_dir, "config.json"), config)
+
+    size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if SHARD_FILE.fullmatch(f))
+    print(f"wrote {out_dir}: " + ", ".join(
+        f"{split} {config[f'{split}_conversations']:,} conversations / {config[f'{split}_tokens']:,} tokens "
+        f"in {config[f'{split}_shards']} shard(s)" for split in ("val", "train"))
+          + f"; {human_bytes(size)} in {time.time() - t0:.1f}s")
+    if not args.skip_upload:
+        upload_folder(out_dir, hub_repo_id(args), path_in_repo="sft")
+
+
+def identity_file(args: argparse.Namespace) -> str | None:
+    if args.identity_file:
+        if not os.path.isfile(args.identity_file):
+            raise FileNotFoundError(f"--identity-file {args.identity_file} does not exist")
+        return args.identity_file
+    candidates = ["data/identity_conversations.jsonl", os.path.join(dataset_dir(args), "identity_conversations.jsonl")]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    print(f"no identity conversations ({' or '.join(candidates)}): CustomJSON skipped")
+    return None
+
+
+def mixture_sources(split: str, args: argparse.Namespace):
+    """The sources of a split in mixture order (GSM8K and CustomJSON twice in train), and the words
+    the spelling tasks need (None when there are none)."""
+    mirror = args.hf_mirror
+    if split == "val":
+        return [sources.smoltalk("test", mirror), sources.mmlu("test", mirror, limit=VAL_MMLU),
+                sources.gsm8k("test", mirror, limit=VAL_GSM8K)], None
+    gsm8k = sources.gsm8k("train", mirror)
+    path = identity_file(args)
+    identity = [sources.custom_json(path)] * 2 if path else []
+    words = None
+    if args.simple_spelling_size or args.spelling_bee_size:
+        words = sources.spelling_words(sources.load_words(sources.words_path(args.words_file, args.words_url)))
+    return [sources.smoltalk("train", mirror), sources.mmlu("auxiliary_train", mirror), gsm8k, gsm8k,
+            *identity, sources.simple_spelling(args.simple_spelling_size, "train"),
+            sources.spelling_bee(args.spelling_bee_size, "train")], words
+
+
+def mixture_order(sizes: list[int]) -> np.ndarray:
+    """Index into the concatenated sources at each mixture position: the permutation that
+    random.Random(42).shuffle applies to the concatenated list of conversations."""
+    order = list(range(sum(sizes)))
+    random.Random(42).shuffle(order)
+    return np.array(order, dtype=np.int64)
+
+
+def chunks(mixture: list, order: np.ndarray, chunk_size: int):
+    """Work items: for each run of chunk_size mixture positions, per source the rows and their payload.
+
+    Only raw rows travel (compact Arrow slices, small dicts or synthetic seeds), never rendered
+    conversations, so memory stays bounded.
+    """
+    starts = np.cumsum([0] + [s.n for s in mixture])
+    for begin in range(0, len(order), chunk_size):
+        index = order[begin:begin + chunk_size]
+        which = np.searchsorted(starts, index, side="right") - 1
+        groups = []
+        for k in np.unique(which):
+            slots = np.nonzero(which == k)[0]
+            rows = mixture[k].rows_at(index[slots] - starts[k])
+            groups.append((int(k), mixture[k].kind, slots, rows, mixture[k].payload(rows)))
+        yield len(index), groups
+
+
+# worker state, set once per process by init_worker
+_tokenizer: RustBPETokenizer | None = None
+_words = None
+_max_seq_len = 0
+
+
+def init_worker(tokenizer_dir: str, words, max_seq_len: int) -> None:
+    global _tokenizer, _words, _max_seq_len
+    _tokenizer = RustBPETokenizer.from_directory(tokenizer_dir)
+    _words, _max_seq_len = words, max_seq_len
+
+
+def render_chunk(chunk):
+    """-> (tokens, mask, conversations, truncated, invalid [(slot, source index, row, message)])."""
+    n, groups = chunk
+    conversations = [None] * n
+    invalid = []
+    for k, kind, slots, rows, payload in groups:
+        for slot, row, conversation in zip(slots, rows, sources.conversations(kind, payload, _words)):
+            if isinstance(conversation, sources.Invalid):
+                invalid.append((int(slot), k, int(row), str(conversation)))
+            else:
+                conversations[slot] = conversation
+    valid = [c for c in conversations if c is not None]
+    ids, mask, truncated = [], [], 0
+    # one batched encode for the whole chunk; parallelism comes from the worker processes
+    for conversation_ids, conversation_mask in _tokenizer.render_conversations(valid, max_tokens=_max_seq_len):
+        ids += conversation_ids
+        mask += conversation_mask
+        truncated += len(conversation_ids) >= _max_seq_len
+    invalid.sort()
+    return np.array(ids, dtype=np.uint16), np.array(mask, dtype=np.uint8), len(valid), truncated, invalid
+
+
+def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: str,
+                args: argparse.Namespace) -> dict:
+    source_counts, invalid_counts = {}, {}
+    for source in mixture:
+        source_counts[source.name] = source_counts.get(source.name, 0) + source.n
+    order = mixture_order([s.n for s in mixture])
+    writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size)
+    conversations = truncated = 0
+    results = ordered_map(render_chunk, chunks(mixture, order, args.chunk_size), args.num_workers,
+                          initializer=init_worker, initargs=(tokenizer_dir, words, args.max_seq_len))
+    with tqdm(total=len(order), desc=f"sft {split}", unit="conv") as progress:
+        for ids, mask, n_valid, n_truncated, invalid in results:
+            for _, k, row, message in invalid:
+                if not args.skip_invalid:
+                    raise ValueError(f"invalid conversation in the {split} mixture: {mixture[k].where(row)}: "
+                                     f"{message} (pass --skip-invalid to skip such conversations)")
+                invalid_counts[mixture[k].name] = invalid_counts.get(mixture[k].name, 0) + 1
+            writer.add(ids, mask)
+            conversations += n_valid
+            truncated += n_truncated
+            progress.update(n_valid + len(invalid))
+    writer.close()
+    return {
+        "conversations": conversations,
+        "tokens": writer.tokens_written,
+        "shards": len(writer.paths) // 2,
+        "truncated": truncated,
+        "source_counts": source_counts,
+        "invalid_counts": invalid_counts,
+    }
