@@ -63,9 +63,10 @@ def run(args: argparse.Namespace) -> None:
     tokenizer_dir = os.path.join(dataset_dir(args), "tokenizer")
     out_dir = os.path.join(dataset_dir(args), "sft")
     os.makedirs(out_dir, exist_ok=True)
-    # shards of an earlier, longer run would otherwise be picked up by the loaders' globs
+    # shards of an earlier, longer run would otherwise be picked up by the loaders' globs; its config.json
+    # goes too, so that a crash midway never leaves new shards beside an old description
     for name in os.listdir(out_dir):
-        if SHARD_FILE.fullmatch(name):
+        if SHARD_FILE.fullmatch(name) or name == "config.json":
             os.remove(os.path.join(out_dir, name))
 
     config = {
