@@ -1,0 +1,453 @@
+"""
+Pre-tokenize the CORE eval bundle: one .pt of scored token sequences per task.
+
+The training code's CORE evaluator only has to run the model on these sequences and compare losses
+between start_idx and end_idx, so the prompt semantics here are its contract (nanochat's core_eval):
+
+1. rows are shuffled with random.Random(1337); for example idx the few-shot examples are
+   random.Random(1234 + idx).sample([i for i in range(n) if i != idx], k)
+2. multiple_choice: one prompt per choice, scored from the common token prefix of the choices;
+   schema: one prompt per context option, scored on the common token suffix;
+   language_modeling: one prompt, scored on the tokens the continuation adds.
+3. <|bos|> is prepended; a sequence longer than max_seq_len keeps its last max_seq_len tokens.
+
+Speed: every row is rendered once (as a few-shot "shot" and as its own prompt tails), the shots are
+tokenized once per task and their tokens reused by every prompt they appear in, so only the short
+tails are tokenized per prompt; tasks run in parallel worker processes.
+"""
+
+import argparse
+import csv
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+
+import yaml
+from tqdm import tqdm
+
+from stacks_data import hub
+from stacks_data.download import download
+from stacks_data.files import human_bytes, torch_save_plain, write_json
+from stacks_data.flags import (add_output_flags, add_workers_flag, check_upload_flags, dataset_dir,
+                               hub_repo_id)
+from stacks_data.parallel import ordered_map
+from stacks_data.parquet import InputError
+from stacks_data.tokenizer import RustBPETokenizer
+
+DEFAULT_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
+TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
+SHUFFLE_SEED = 1337
+FEWSHOT_SEED = 1234
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_output_flags(parser)
+    parser.add_argument("--eval-bundle", default=None, metavar="DIR",
+                        help="use this local eval bundle folder as it is (default: download it once "
+                             "into <out-dir>/eval_bundle/)")
+    parser.add_argument("--eval-bundle-url", default=DEFAULT_BUNDLE_URL,
+                        help="where to download eval_bundle.zip from (ignored with --eval-bundle)")
+    parser.add_argument("--max-seq-len", type=int, default=2048,
+                        help="longer sequences keep their last max-seq-len tokens")
+    add_workers_flag(parser)
+
+
+# ---------------------------------------------------------------- the bundle
+
+
+@dataclass(frozen=True)
+class Task:
+    """One entry of core.yaml, checked; `where` is "core.yaml:<line>" for error messages."""
+    label: str
+    task_type: str
+    path: str  # the JSONL file
+    num_fewshot: int
+    delimiter: str
+    random_baseline: float
+    where: str
+
+
+def fetch_bundle(url: str, out_dir: str, *, retries: int = 5, backoff: float = 1.0) -> str:
+    """<out_dir>/eval_bundle, downloaded and extracted from the zip at `url` unless already there.
+
+    The zip is checked (every member's CRC) before it is accepted, else re-downloaded; it is
+    extracted into a temp folder and renamed into place, so `eval_bundle/` is always complete.
+    """
+    final = os.path.join(out_dir, "eval_bundle")
+    if os.path.isdir(final):
+        return final
+    os.makedirs(out_dir, exist_ok=True)
+    zip_path = final + ".zip"
+    download(url, zip_path, verify=check_zip, retries=retries, backoff=backoff)
+    tmp = tempfile.mkdtemp(prefix="eval_bundle.", suffix=".tmp", dir=out_dir)
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            if "eval_bundle/core.yaml" not in z.namelist():
+                os.remove(zip_path)  # wrong content, not a transfer error: do not keep it
+                raise InputError(f"{url}: the zip has no eval_bundle/core.yaml")
+            z.extractall(tmp)
+        os.replace(os.path.join(tmp, "eval_bundle"), final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.remove(zip_path)
+    return final
+
+
+def check_zip(path: str) -> None:
+    """download()'s verify: a truncated or corrupted zip raises ValueError, which makes it retry."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except Exception as e:  # BadZipFile, zlib.error, EOFError...: all mean "corrupt", all retryable
+        raise ValueError(f"not a valid zip file ({type(e).__name__}: {e})") from None
+    if bad is not None:
+        raise ValueError(f"zip member {bad} is corrupt")
+
+
+def load_bundle(bundle_dir: str) -> list[Task]:
+    """The tasks of <bundle>/core.yaml in order, checked against eval_meta_data.csv and eval_data/."""
+    yaml_path = os.path.join(bundle_dir, "core.yaml")
+    try:
+        with open(yaml_path, encoding="utf-8") as f:
+            text = f.read()
+        config = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except FileNotFoundError:
+        raise InputError(f"{bundle_dir}: not an eval bundle (no core.yaml)") from None
+    except yaml.YAMLError as e:
+        raise InputError(f"{yaml_path}: malformed YAML ({e})") from None
+    entries = config.get("icl_tasks") if isinstance(config, dict) else None
+    if not isinstance(entries, list):
+        raise InputError(f"{yaml_path}: expected a top-level key 'icl_tasks' holding a list of tasks")
+    # line numbers of the entries, for error messages (safe_load forgets them)
+    nodes = next(v for k, v in root.value if k.value == "icl_tasks").value
+    baselines = read_baselines(os.path.join(bundle_dir, "eval_meta_data.csv"))
+    tasks, seen = [], set()
+    for entry, node in zip(entries, nodes):
+        where = f"{yaml_path}:{node.start_mark.line + 1}"
+        task = _check_task(entry, where, bundle_dir, baselines)
+        if task.label in seen:
+            raise InputError(f"{where}: task label {task.label!r} appears twice (it names the output file)")
+        seen.add(task.label)
+        tasks.append(task)
+    return tasks
+
+
+def _check_task(entry, where: str, bundle_dir: str, baselines: dict) -> Task:
+    if not isinstance(entry, dict):
+        raise InputError(f"{where}: a task must be a mapping, got {type(entry).__name__}")
+    missing = [key for key in ("label", "dataset_uri", "num_fewshot", "icl_task_type") if key not in entry]
+    if missing:
+        raise InputError(f"{where}: task is missing key(s) {missing}")
+    label = entry["label"]
+    if not isinstance(label, str) or not label or "/" in label or label.startswith("."):
+        raise InputError(f"{where}: label {label!r} is not usable as a file name")
+    task_type = entry["icl_task_type"]
+    if task_type not in TASK_TYPES:
+        raise InputError(f"{where}: task {label!r}: unknown icl_task_type {task_type!r} "
+                         f"(expected one of {', '.join(TASK_TYPES)})")
+    shots = entry["num_fewshot"]
+    shots = shots[0] if isinstance(shots, list) and shots else shots
+    if not isinstance(shots, int) or isinstance(shots, bool) or shots < 0:
+        raise InputError(f"{where}: task {label!r}: num_fewshot must be [n] with n >= 0, got {entry['num_fewshot']!r}")
+    delimiter = entry.get("continuation_delimiter", " ")
+    if not isinstance(delimiter, str):
+        raise InputError(f"{where}: task {label!r}: continuation_delimiter must be a string")
+    path = os.path.join(bundle_dir, "eval_data", str(entry["dataset_uri"]))
+    if not os.path.isfile(path):
+        raise InputError(f"{where}: task {label!r}: data file {path} not found")
+    if label not in baselines:
+        raise InputError(f"{os.path.join(bundle_dir, 'eval_meta_data.csv')}: no row with Eval Task "
+                         f"{label!r} (task at {where})")
+    return Task(label, task_type, path, shots, delimiter, baselines[label], where)
+
+
+def read_baselines(csv_path: str) -> dict[str, float]:
+    """Eval Task -> float(Random baseline) from eval_meta_data.csv."""
+    try:
+        f = open(csv_path, newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{csv_path}: not found (every eval bundle has one)") from None
+    with f:
+        reader = csv.DictReader(f)
+        columns = ("Eval Task", "Random baseline")
+        if not reader.fieldnames or any(c not in reader.fieldnames for c in columns):
+            raise InputError(f"{csv_path}: expected columns {list(columns)}, got {reader.fieldnames}")
+        out = {}
+        for row in reader:
+            try:
+                out[row["Eval Task"]] = float(row["Random baseline"])
+            except (TypeError, ValueError):
+                raise InputError(f"{csv_path}:{reader.line_num}: Random baseline "
+                                 f"{row['Random baseline']!r} is not a number") from None
+    return out
+
+
+# ---------------------------------------------------------------- rows -> rendered examples
+
+
+@dataclass
+class Example:
+    """A row rendered once: `shot` is its text as a few-shot example, `tails` what follows the
+    few-shot prefix in its own prompts (language_modeling: [without continuation, with it])."""
+    line: int
+    shot: str
+    tails: list[str]
+    gold: int | None
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def load_examples(task: Task) -> list[Example]:
+    """The task's JSONL rows in file order, checked and rendered; blank lines are skipped."""
+    make = {"multiple_choice": _multiple_choice, "schema": _schema,
+            "language_modeling": _language_modeling}[task.task_type]
+    examples = []
+    with open(task.path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{task.path}:{line_no}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            missing = [key for key in _KEYS[task.task_type] if key not in row]
+            if missing:
+                raise InputError(f"{where}: missing key(s) {missing} for a {task.task_type} task ({task.label})")
+            examples.append(make(row, task.delimiter, line_no, where))
+    if not examples:
+        raise InputError(f"{task.path}: no examples (task {task.label})")
+    if len(examples) <= task.num_fewshot:
+        raise InputError(f"{task.path}: {len(examples)} examples, too few for {task.num_fewshot}-shot prompts "
+                         f"(task {task.label} at {task.where})")
+    return examples
+
+
+_KEYS = {"multiple_choice": ("query", "choices", "gold"), "schema": ("context_options", "continuation", "gold"),
+         "language_modeling": ("context", "continuation")}
+
+
+def _options(row: dict, key: str, where: str) -> list[str]:
+    options = row[key]
+    if not isinstance(options, list) or not options:
+        raise InputError(f"{where}: {key!r} must be a non-empty list")
+    return [_text(o) for o in options]
+
+
+def _gold(row: dict, n: int, key: str, where: str) -> int:
+    gold = row["gold"]
+    if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < n:
+        raise InputError(f"{where}: gold {gold!r} is not an index into {key!r} (which has {n} entries)")
+    return gold
+
+
+def _multiple_choice(row: dict, d: str, line: int, where: str) -> Example:
+    choices = _options(row, "choices", where)
+    gold = _gold(row, len(choices), "choices", where)
+    query = _text(row["query"])
+    return Example(line, query + d + choices[gold] + "\n\n", [query + d + c for c in choices], gold)
+
+
+def _schema(row: dict, d: str, line: int, where: str) -> Example:
+    options = _options(row, "context_options", where)
+    gold = _gold(row, len(options), "context_options", where)
+    continuation = _text(row["continuation"])
+    return Example(line, options[gold] + d + continuation + "\n\n", [o + d + continuation for o in options], gold)
+
+
+def _language_modeling(row: dict, d: str, line: int, where: str) -> Example:
+    context = _text(row["context"]).strip()
+    continuation = _text(row["continuation"])
+    return Example(line, context + d + continuation + "\n\n", [context + d, context + d + continuation], None)
+
+
+def fewshot_indices(n: int, idx: int, k: int) -> list[int]:
+    """random.Random(1234 + idx).sample([i for i in range(n) if i != idx], k), in O(k).
+
+    sample() draws positions into the population and returns population[position], so drawing from
+    range(n - 1) and skipping idx gives the same picks without building an n-element list per example.
+    """
+    if k == 0:
+        return []
+    return [p + (p >= idx) for p in random.Random(FEWSHOT_SEED + idx).sample(range(n - 1), k)]
+
+
+def prompts(task_type: str, example: Example, few: str) -> list[str]:
+    """The full prompt strings of an example after the few-shot prefix `few` (the plain definition)."""
+    if task_type == "language_modeling":
+        without, with_ = example.tails
+        return [(few + without).strip(), few + with_]
+    return [few + tail for tail in example.tails]
+
+
+# ---------------------------------------------------------------- tokenization
+
+
+def _clean_start(text: str) -> bool:
+    """True when the tokenizer's split pattern must start a new chunk at text[0] after a few-shot
+    prefix: the prefix ends in "\n\n", and only whitespace can extend a chunk that holds a newline
+    (true of SPLIT_PATTERN and of the GPT-2/GPT-4 patterns). Then tokens(prefix + text) ==
+    tokens(prefix) + tokens(text); tests and the bench check this against the full prompts."""
+    return bool(text) and not text[0].isspace()
+
+
+def tokenize_task(task: Task, tok: RustBPETokenizer, max_seq_len: int) -> dict:
+    """The .pt payload of one task (see the module docstring for the semantics)."""
+    examples = load_examples(task)
+    random.Random(SHUFFLE_SEED).shuffle(examples)
+    n, k = len(examples), task.num_fewshot
+    lm = task.task_type == "language_modeling"
+    bos = tok.get_bos_token_id()
+    shot_ids = _encode(tok, [e.shot for e in examples]) if k else []
+    shot_clean = [_clean_start(e.shot) for e in examples]
+
+    # per example: the few-shot indices, whether its shots' tokens can be reused, and the texts to encode
+    plans, texts = [], []
+    for idx, example in enumerate(examples):
+        fs = fewshot_indices(n, idx, k)
+        tails = example.tails
+        if k == 0:
+            reuse, parts = True, prompts(task.task_type, example, "")
+        else:
+            # (few + without).strip() == few + without.rstrip() when few starts clean and that is non-empty
+            parts = [tails[0].rstrip(), tails[1]] if lm else tails
+            reuse = all(shot_clean[j] for j in fs) and all(_clean_start(p) for p in parts)
+            if not reuse:  # rare (a text starting with whitespace): encode the plain full prompts
+                parts = prompts(task.task_type, example, "".join(examples[j].shot for j in fs))
+        plans.append((fs, reuse, len(texts), len(parts)))
+        texts += parts
+    encoded = _encode(tok, texts)
+
+    sequences, num_seqs, gold_labels = [], {}, {}
+    for idx, (fs, reuse, first, count) in enumerate(plans):
+        head = [bos]
+        if reuse:
+            for j in fs:
+                head += shot_ids[j]
+        parts = encoded[first:first + count]
+        seqs = [head + p for p in parts]
+        where = f"task {task.label}: example {idx} ({task.path}:{examples[idx].line})"
+        if task.task_type == "multiple_choice":
+            start = len(head) + _common_prefix(parts)
+            spans = [(start, len(s)) for s in seqs]
+        elif task.task_type == "schema":
+            suffix = _common_suffix(seqs)
+            spans = [(len(s) - suffix, len(s)) for s in seqs]
+        else:
+            without, with_ = parts
+            if with_[:len(without)] != without or len(without) >= len(with_):
+                raise InputError(f"{where}: the prompt without the continuation does not tokenize to a "
+                                 f"strict prefix of the prompt with it (is the continuation empty?)")
+            seqs, spans = seqs[1:], [(len(seqs[0]), len(seqs[1]))]
+        for seq_idx, (tokens, (start, end)) in enumerate(zip(seqs, spans)):
+            cut = len(tokens) - max_seq_len
+            if cut > 0:
+                if start - cut < 0:
+                    raise InputError(f"{where}: sequence {seq_idx} has {len(tokens)} tokens; keeping the last "
+                                     f"{max_seq_len} would cut into the scored span (start {start})")
+                tokens, start, end = tokens[cut:], start - cut, end - cut
+            sequences.append({"tokens": tokens, "start_idx": start, "end_idx": end,
+                              "example_idx": idx, "seq_idx": seq_idx})
+        num_seqs[idx] = len(seqs)
+        if not lm:
+            gold_labels[idx] = examples[idx].gold
+    return {"task_type": task.task_type, "label": task.label, "random_baseline": task.random_baseline,
+            "num_examples": n, "sequences": sequences, "num_seqs_per_example": num_seqs,
+            "gold_labels": gold_labels}
+
+
+def _encode(tok: RustBPETokenizer, texts: list[str]) -> list[list[int]]:
+    # one text after the other: on these short texts tiktoken's encode_ordinary_batch spends more on
+    # its thread pool than it gains (2x slower here); the parallelism is across tasks instead
+    return list(map(tok.enc.encode_ordinary, texts))
+
+
+def _common_prefix(seqs: list[list[int]]) -> int:
+    # the lexicographically smallest and largest sequences share exactly the prefix common to all
+    a, b = min(seqs), max(seqs)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def _common_suffix(seqs: list[list[int]]) -> int:
+    first, n = seqs[0], min(map(len, seqs))
+    for i in range(1, n + 1):
+        if any(s[-i] != first[-i] for s in seqs):
+            return i - 1
+    return n
+
+
+# ---------------------------------------------------------------- the step
+
+_tokenizer: RustBPETokenizer | None = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _tokenizer
+    _tokenizer = RustBPETokenizer.from_directory(tokenizer_dir)
+
+
+def _process_task(item: tuple[Task, str, int]) -> dict:
+    """Worker: tokenize one task and write <out>/<label>.pt; returns its config.json entry + stats."""
+    task, out_dir, max_seq_len = item
+    data = tokenize_task(task, _tokenizer, max_seq_len)
+    path = os.path.join(out_dir, f"{task.label}.pt")
+    torch_save_plain(data, path)
+    return {"label": task.label, "file": f"{task.label}.pt", "task_type": task.task_type,
+            "num_examples": data["num_examples"], "num_sequences": len(data["sequences"]),
+            "_tokens": sum(len(s["tokens"]) for s in data["sequences"]), "_bytes": os.path.getsize(path)}
+
+
+def _cost(task: Task) -> int:
+    """Rough work of a task: its prompts repeat each row's text about num_fewshot + 1 times."""
+    return os.path.getsize(task.path) * (task.num_fewshot + 1)
+
+
+def run(args: argparse.Namespace) -> None:
+    check_upload_flags(args)
+    if args.max_seq_len < 1:
+        raise SystemExit("error: --max-seq-len must be at least 1")
+    t0 = time.time()
+    bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
+    tasks = load_bundle(bundle)
+    tokenizer_dir = os.path.join(dataset_dir(args), "tokenizer")
+    bos_id = RustBPETokenizer.from_directory(tokenizer_dir).get_bos_token_id()  # fails early if missing
+    out_dir = os.path.join(dataset_dir(args), "core_eval")
+    os.makedirs(out_dir, exist_ok=True)
+    # files of an earlier run (maybe with other tasks) would be uploaded and read beside the new ones
+    for name in os.listdir(out_dir):
+        if name.endswith(".pt") or name == "config.json":
+            os.remove(os.path.join(out_dir, name))
+
+    # biggest tasks first, so that one does not start last and run alone; each task's file is the
+    # same whatever the order, and config.json lists them in core.yaml order
+    order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
+    items = [(tasks[i], out_dir, args.max_seq_len) for i in order]
+    results = ordered_map(_process_task, items, max(1, min(args.num_workers, len(tasks))),
+                          initializer=_init_worker, initargs=(tokenizer_dir,))
+    done = dict(zip(order, tqdm(results, total=len(tasks), desc="core eval tasks", unit="task")))
+    entries = [done[i] for i in range(len(tasks))]
+    write_json(os.path.join(out_dir, "config.json"), {
+        "max_seq_len": args.max_seq_len, "bos_id": bos_id,
+        "tasks": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries],
+    })
+    for e in entries:
+        print(f"  {e['label']:<34} {e['task_type']:<18} {e['num_examples']:>6} examples "
+              f"{e['num_sequences']:>6} seqs {e['_tokens']:>11,} tokens {human_bytes(e['_bytes']):>9}")
+    print(f"core eval: {len(entries)} tasks, {sum(e['num_examples'] for e in entries):,} examples, "
+          f"{sum(e['num_sequences'] for e in entries):,} sequences, {sum(e['_tokens'] for e in entries):,} "
+          f"tokens, {human_bytes(sum(e['_bytes'] for e in entries))} in {out_dir} ({time.time() - t0:.1f}s)")
+    if not args.skip_upload:
+        hub.upload_folder(out_dir, hub_repo_id(args), path_in_repo="core_eval")
