@@ -72,7 +72,9 @@ from stacks_data.pretokenize import pretokenize
 from stacks_data.tokenizer import RustBPETokenizer
 tok = RustBPETokenizer.from_directory({tokdir!r})
 pretokenize(tok, {tokdir!r}, {paths!r}, {out!r}, 100_000_000, {n}, keep_partial=True, state_path={state!r})
-print(json.dumps({{"main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would count the bench's own memory
+hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(json.dumps({{"main_mb": hwm / 1024,
                   "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
 """
 
