@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # works without pip install
 
-from stacks_data.cli import run_step
+from stacks_data.cli import script
 
 if __name__ == "__main__":
-    run_step("chat-eval")
+    script("chat-eval")
