@@ -100,3 +100,23 @@ def file_server(tmp_path):
     yield server
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def hub_calls(monkeypatch):
+    """Replaces HfApi in stacks_data.hub with a fake and returns the calls it receives:
+    ("init", kwargs), ("create_repo", repo_id, kwargs), ("upload_folder", kwargs, files in the folder)."""
+    calls = []
+
+    class FakeHfApi:
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs))
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs, sorted(os.listdir(kwargs["folder_path"]))))
+
+    monkeypatch.setattr("stacks_data.hub.HfApi", FakeHfApi)
+    return calls

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from stacks_data import chat_eval, cli, hub
+from stacks_data import chat_eval, cli
 from stacks_data.parquet import InputError
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -227,24 +227,9 @@ def test_loads_through_the_hub(tmp_path, tok, file_server, monkeypatch):
         assert (hub_out / name).read_bytes() == (mirror_out / name).read_bytes(), name
 
 
-class FakeHfApi:
-    calls = []
-
-    def __init__(self, **kwargs):
-        pass
-
-    def create_repo(self, repo_id, **kwargs):
-        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, **kwargs):
-        FakeHfApi.calls.append(("upload_folder", sorted(os.listdir(kwargs["folder_path"])), kwargs))
-
-
-def test_upload(tmp_path, tok, monkeypatch):
-    FakeHfApi.calls = []
-    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+def test_upload(tmp_path, tok, hub_calls):
     out = run_step(tmp_path, tok, "--hf-mirror", make_hub(tmp_path / "hub"), "--hf-user", "me")
-    (create, repo_id, kwargs), (upload, files, up) = FakeHfApi.calls
+    _, (create, repo_id, kwargs), (upload, up, files) = hub_calls
     assert (create, repo_id, kwargs["repo_type"]) == ("create_repo", "me/ds", "dataset")
     assert upload == "upload_folder" and files == ["ARC-Challenge.pt", "ARC-Easy.pt", "MMLU.pt", "config.json"]
     assert (up["repo_id"], up["repo_type"], up["path_in_repo"]) == ("me/ds", "dataset", "chat_eval")

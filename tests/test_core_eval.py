@@ -9,7 +9,7 @@ import zipfile
 import pytest
 import torch
 
-from stacks_data import core_eval, hub
+from stacks_data import core_eval
 from stacks_data.cli import run_step
 from stacks_data.download import DownloadError
 from stacks_data.files import torch_save, torch_save_plain
@@ -425,32 +425,17 @@ def test_torch_save_plain_writes_torch_save_bytes(tmp_path):
     assert torch.load(str(tmp_path / "2" / "t.pt")) == payload
 
 
-class FakeHfApi:
-    calls = []
-
-    def __init__(self, **kwargs):
-        FakeHfApi.calls.append(("init", kwargs))
-
-    def create_repo(self, repo_id, **kwargs):
-        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, **kwargs):
-        FakeHfApi.calls.append(("upload_folder", kwargs))
-
-
-def test_upload(workdir, monkeypatch):
-    FakeHfApi.calls = []
-    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+def test_upload(workdir, hub_calls):
     with pytest.raises(SystemExit, match="--hf-user"):  # checked before any work
         run_core(workdir / "out", "--eval-bundle", str(workdir / "bundle"), "--num-workers", "1")
     assert not os.path.exists(workdir / "out" / "ds" / "core_eval")
     run_core(workdir / "out", "--eval-bundle", str(workdir / "bundle"), "--num-workers", "1", "--hf-user", "me")
-    uploads = [c[1] for c in FakeHfApi.calls if c[0] == "upload_folder"]
+    uploads = [c[1] for c in hub_calls if c[0] == "upload_folder"]
     assert len(uploads) == 1
     assert uploads[0]["repo_id"] == "me/ds" and uploads[0]["repo_type"] == "dataset"
     assert uploads[0]["folder_path"] == os.path.join(str(workdir / "out"), "ds", "core_eval")
     assert uploads[0]["path_in_repo"] == "core_eval"
-    assert ("create_repo", "me/ds", {"repo_type": "dataset", "exist_ok": True}) in FakeHfApi.calls
+    assert ("create_repo", "me/ds", {"repo_type": "dataset", "exist_ok": True}) in hub_calls
 
 
 # ---------------------------------------------------------------- downloading the bundle

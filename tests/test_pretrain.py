@@ -207,20 +207,8 @@ def test_bad_input_names_file_and_row(corpus, tmp_path, table, message):
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
-def test_upload(corpus, tmp_path, monkeypatch):
-    calls = []
-
-    class FakeHfApi:
-        def __init__(self, token=None, **kwargs):
-            calls.append(("init", token))
-
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs))
-
-    monkeypatch.setattr("stacks_data.hub.HfApi", FakeHfApi)
+def test_upload(corpus, tmp_path, monkeypatch, hub_calls):
+    calls = hub_calls
     monkeypatch.setenv("HF_TOKEN", "secret")
     parquet_dir, _ = corpus
     args = ["--parquet-dir", str(parquet_dir), "--out-dir", str(tmp_path / "out"), "--dataset-name", "ds",
@@ -230,7 +218,7 @@ def test_upload(corpus, tmp_path, monkeypatch):
         run_step("pretrain", args)  # refused before any work
     assert not (tmp_path / "out").exists() and not calls
     run_step("pretrain", args + ["--hf-user", "me"])
-    assert calls[0] == ("init", "secret")
+    assert calls[0] == ("init", {"token": "secret"})
     assert calls[1] == ("create_repo", "me/ds", {"repo_type": "dataset", "exist_ok": True})
     upload = calls[2][1]
     assert upload["repo_id"] == "me/ds" and upload["repo_type"] == "dataset"

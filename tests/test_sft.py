@@ -285,29 +285,14 @@ def test_stale_shards_are_removed(work):
     assert not (folder / "sft_train_000099.bin").exists() and (folder / "notes.txt").exists()
 
 
-class FakeHfApi:
-    calls = []
-
-    def __init__(self, **kwargs):
-        pass
-
-    def create_repo(self, repo_id, **kwargs):
-        FakeHfApi.calls.append(("create_repo", repo_id, kwargs))
-
-    def upload_folder(self, **kwargs):
-        FakeHfApi.calls.append(("upload_folder", kwargs))
-
-
-def test_upload(work, monkeypatch):
-    monkeypatch.setattr("stacks_data.hub.HfApi", FakeHfApi)
-    FakeHfApi.calls = []
+def test_upload(work, hub_calls):
     parser = argparse.ArgumentParser()
     sft.add_arguments(parser)
     argv = ["--out-dir", str(work / "out"), "--dataset-name", NAME, "--hf-user", "someone", "--num-workers", "1",
             "--simple-spelling-size", "5", "--spelling-bee-size", "5", "--words-file", str(work / "words.txt"),
             "--hf-mirror", str(work / "hub")]
     sft.run(parser.parse_args(argv))
-    (create, repo, create_kwargs), (upload, upload_kwargs) = FakeHfApi.calls
+    _, (create, repo, create_kwargs), (upload, upload_kwargs, _) = hub_calls
     assert (create, repo, create_kwargs["repo_type"]) == ("create_repo", f"someone/{NAME}", "dataset")
     assert upload_kwargs["repo_id"] == f"someone/{NAME}" and upload_kwargs["path_in_repo"] == "sft"
     assert upload_kwargs["folder_path"] == str(work / "out" / NAME / "sft")
