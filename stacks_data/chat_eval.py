@@ -16,7 +16,7 @@ import time
 from stacks_data import flags
 from stacks_data.files import human_bytes, torch_save, write_json
 from stacks_data.hub import upload_folder
-from stacks_data.multiple_choice import arc_gold, load_arc, load_mmlu, render_mc, shuffled
+from stacks_data.multiple_choice import arc_gold, check_mmlu_row, load_arc, load_mmlu, render_mc, shuffled
 from stacks_data.parquet import InputError
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -32,13 +32,12 @@ def mmlu_items(rows: list[dict]) -> list[dict]:
     items = []
     for i, row in enumerate(rows):
         name = f"MMLU test row {i} (subject {row.get('subject')!r})"
-        choices, answer = row["choices"], row["answer"]
-        if not isinstance(choices, list) or len(choices) != len(MMLU_LETTERS):
-            raise InputError(f"{name}: 'choices' must be a list of {len(MMLU_LETTERS)} strings, got {choices!r}")
-        if not isinstance(answer, int) or not 0 <= answer < len(MMLU_LETTERS):
-            raise InputError(f"{name}: 'answer' must be an int in 0..{len(MMLU_LETTERS) - 1}, got {answer!r}")
+        try:
+            check_mmlu_row(row)
+        except ValueError as e:
+            raise InputError(f"{name}: {e}") from None
         items.append({"name": name, "question": row["question"], "letters": list(MMLU_LETTERS),
-                      "choices": choices, "gold": answer})
+                      "choices": row["choices"], "gold": row["answer"]})
     return items
 
 
@@ -91,7 +90,7 @@ def random_baseline(letter_lists: list[list[str]]) -> float:
 
 def tokenize_task(tok: RustBPETokenizer, label: str, items: list[dict], max_seq_len: int) -> tuple[dict, int]:
     """The task's .pt payload and the number of items skipped as longer than max_seq_len."""
-    # one batched encode for all prompts: per-item encoding made MMLU take minutes
+    # all prompts validated, then encoded in one call
     prompts = tok.render_for_completions([conversation(item) for item in items])
     letter_ids: dict[str, int] = {}
     sequences, kept_letters = [], []
@@ -147,7 +146,8 @@ def run(args: argparse.Namespace) -> None:
         path = os.path.join(out_dir, filename)
         torch_save(payload, path)
         manifest.append({"label": label, "file": filename, "task_type": "categorical",
-                         "num_examples": payload["num_examples"], "random_baseline": payload["random_baseline"]})
+                         "num_examples": payload["num_examples"], "random_baseline": payload["random_baseline"],
+                         "num_skipped": skipped})
         print(f"{label}: {len(items):,} items, {payload['num_examples']:,} kept, {skipped:,} skipped "
               f"(> {args.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
               f"{human_bytes(os.path.getsize(path))}, {time.time() - t:.1f}s")
@@ -156,4 +156,4 @@ def run(args: argparse.Namespace) -> None:
     total = sum(task["num_examples"] for task in manifest)
     print(f"wrote {total:,} sequences in {len(manifest)} tasks to {out_dir} in {time.time() - t0:.1f}s")
     if not args.skip_upload:
-        upload_folder(out_dir, flags.hub_repo_id(args), path_in_repo=SUBDIR, ignore_patterns=["*.tmp"])
+        upload_folder(out_dir, flags.hub_repo_id(args), path_in_repo=SUBDIR)

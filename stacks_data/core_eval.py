@@ -22,7 +22,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
@@ -32,9 +31,9 @@ from tqdm import tqdm
 
 from stacks_data import hub
 from stacks_data.download import download
-from stacks_data.files import human_bytes, torch_save_plain, write_json
+from stacks_data.files import human_bytes, remove_outputs, torch_save_plain, write_json
 from stacks_data.flags import (add_output_flags, add_workers_flag, check_upload_flags, dataset_dir,
-                               hub_repo_id)
+                               hub_repo_id, load_tokenizer, tokenizer_dir)
 from stacks_data.parallel import ordered_map
 from stacks_data.parquet import InputError
 from stacks_data.tokenizer import RustBPETokenizer
@@ -84,7 +83,9 @@ def fetch_bundle(url: str, out_dir: str, *, retries: int = 5, backoff: float = 1
     os.makedirs(out_dir, exist_ok=True)
     zip_path = final + ".zip"
     download(url, zip_path, verify=check_zip, retries=retries, backoff=backoff)
-    tmp = tempfile.mkdtemp(prefix="eval_bundle.", suffix=".tmp", dir=out_dir)
+    # a fixed temp name: what a killed run left there is cleared by the next one
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
     try:
         with zipfile.ZipFile(zip_path) as z:
             if "eval_bundle/core.yaml" not in z.namelist():
@@ -422,21 +423,18 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
     tasks = load_bundle(bundle)
-    tokenizer_dir = os.path.join(dataset_dir(args), "tokenizer")
-    bos_id = RustBPETokenizer.from_directory(tokenizer_dir).get_bos_token_id()  # fails early if missing
+    bos_id = load_tokenizer(args).get_bos_token_id()  # fails early if missing
     out_dir = os.path.join(dataset_dir(args), "core_eval")
     os.makedirs(out_dir, exist_ok=True)
     # files of an earlier run (maybe with other tasks) would be uploaded and read beside the new ones
-    for name in os.listdir(out_dir):
-        if name.endswith(".pt") or name == "config.json":
-            os.remove(os.path.join(out_dir, name))
+    remove_outputs(out_dir, r".*\.pt|config\.json")
 
     # biggest tasks first, so that one does not start last and run alone; each task's file is the
     # same whatever the order, and config.json lists them in core.yaml order
     order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
     items = [(tasks[i], out_dir, args.max_seq_len) for i in order]
     results = ordered_map(_process_task, items, max(1, min(args.num_workers, len(tasks))),
-                          initializer=_init_worker, initargs=(tokenizer_dir,))
+                          initializer=_init_worker, initargs=(tokenizer_dir(args),))
     done = dict(zip(order, tqdm(results, total=len(tasks), desc="core eval tasks", unit="task")))
     entries = [done[i] for i in range(len(tasks))]
     write_json(os.path.join(out_dir, "config.json"), {

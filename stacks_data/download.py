@@ -33,15 +33,16 @@ def download(url: str, dest: str, *, verify: Callable[[str], None] | None = None
         return dest
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     part = f"{dest}.part"
-    headers = {"User-Agent": "stacks-data"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     last_error = None
     for attempt in range(retries + 1):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
+        request = urllib.request.Request(url, headers={"User-Agent": "stacks-data"})
+        if token:
+            # unredirected: the hub redirects files to CDN / storage hosts, which must not see the token
+            request.add_unredirected_header("Authorization", f"Bearer {token}")
         try:
-            _fetch(urllib.request.Request(url, headers=headers), part, timeout)
+            _fetch(request, part, timeout)
             if verify is not None:
                 verify(part)
             os.replace(part, dest)

@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 
 
 def write_json(path: str, obj) -> None:
@@ -54,6 +55,19 @@ class _PlainPickle:
     """A pickle_module for torch.save: the standard pickle minus the persistent_id hook."""
     Pickler = _PlainPickler
     Unpickler = pickle.Unpickler
+
+
+def remove_outputs(folder: str, pattern: str) -> int:
+    """Remove the files in `folder` whose names fully match the regex `pattern`, and the temp files of
+    interrupted writes; returns how many. Outputs of an earlier run must never mix with new ones."""
+    if not os.path.isdir(folder):
+        return 0
+    regex = re.compile(pattern)
+    names = [n for n in os.listdir(folder)
+             if (regex.fullmatch(n) or n.endswith(".tmp")) and os.path.isfile(os.path.join(folder, n))]
+    for name in names:
+        os.remove(os.path.join(folder, name))
+    return len(names)
 
 
 def human_bytes(n: float) -> str:

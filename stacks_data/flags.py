@@ -41,5 +41,9 @@ def hub_repo_id(args: argparse.Namespace) -> str:
     return f"{args.hf_user}/{args.dataset_name}"
 
 
+def tokenizer_dir(args: argparse.Namespace) -> str:
+    return os.path.join(dataset_dir(args), "tokenizer")
+
+
 def load_tokenizer(args: argparse.Namespace) -> RustBPETokenizer:
-    return RustBPETokenizer.from_directory(os.path.join(dataset_dir(args), "tokenizer"))
+    return RustBPETokenizer.from_directory(tokenizer_dir(args))

@@ -16,6 +16,7 @@ from huggingface_hub import HfApi
 
 from stacks_data.download import download
 from stacks_data.files import write_json
+from stacks_data.parquet import open_parquet
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
@@ -73,14 +74,25 @@ def dataset_files(repo_id: str, pattern: str, *, mirror: str | None = None,
     os.makedirs(os.path.dirname(listing), exist_ok=True)
     write_json(listing, names)
     return [
-        download(resolve_url(repo_id, name, endpoint), os.path.join(cache_dir, repo_id, name), token=token)
+        download(resolve_url(repo_id, name, endpoint), os.path.join(cache_dir, repo_id, name), token=token,
+                 verify=_check_parquet if name.endswith(".parquet") else None)
         for name in names
     ]
 
 
+def _check_parquet(path: str) -> None:
+    """A parquet file whose footer does not read is corrupt: download it again."""
+    open_parquet(path, [])
+
+
+# never uploaded: temp files of an interrupted write, partial downloads, progress files
+UPLOAD_IGNORE = ["*.tmp", "*.part", ".*", "*/.*"]
+
+
 def upload_folder(local_dir: str, repo_id: str, *, path_in_repo: str | None = None,
-                  ignore_patterns: list[str] | None = None) -> None:
-    """Upload a folder to the dataset repo `repo_id` (created if missing), using HF_TOKEN when set."""
+                  allow_patterns: list[str] | None = None) -> None:
+    """Upload a folder (or the files of it matching allow_patterns) to the dataset repo `repo_id`
+    (created if missing), using HF_TOKEN when set."""
     api = HfApi(token=os.environ.get("HF_TOKEN"))
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     api.upload_folder(
@@ -88,7 +100,8 @@ def upload_folder(local_dir: str, repo_id: str, *, path_in_repo: str | None = No
         repo_type="dataset",
         folder_path=local_dir,
         path_in_repo=path_in_repo,
-        ignore_patterns=ignore_patterns,
+        allow_patterns=allow_patterns,
+        ignore_patterns=UPLOAD_IGNORE,
         commit_message=f"stacks-data: upload {path_in_repo or 'dataset'}",
     )
     print(f"uploaded {local_dir} to https://huggingface.co/datasets/{repo_id}/tree/main/{path_in_repo or ''}")

@@ -42,6 +42,19 @@ def load_mmlu(split: str, mirror: str | None = None) -> list[dict]:
     return [row for path in paths for row in read_rows(path, columns)]
 
 
+def check_mmlu_row(row) -> None:
+    """Raise ValueError (saying why) unless the row is a question with 4 string choices and an answer 0-3."""
+    if not isinstance(row, dict):
+        raise ValueError("row is empty")
+    question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
+    if not isinstance(question, str):
+        raise ValueError("question must be a string")
+    if not isinstance(choices, list) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
+        raise ValueError(f"expected exactly 4 string choices, got {choices!r}")
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < 4:
+        raise ValueError(f"answer must be an int 0-3, got {answer!r}")
+
+
 def load_arc(subset: str, split: str, mirror: str | None = None) -> list[dict]:
     """ARC rows {id, question, choices: {text, label}, answerKey} in file order; subset ARC-Easy/ARC-Challenge."""
     if subset not in ("ARC-Easy", "ARC-Challenge"):

@@ -15,12 +15,13 @@ import numpy as np
 from tqdm import tqdm
 
 from stacks_data.binfile import ShardWriter
-from stacks_data.files import human_bytes, write_json
+from stacks_data.files import human_bytes, remove_outputs, write_json
 from stacks_data.parallel import ordered_map
 from stacks_data.parquet import check_texts, open_parquet
 from stacks_data.tokenizer import RustBPETokenizer
 
 STATE_FILE = ".pretokenize.json"  # progress, for resuming; lives in the dataset folder, not uploaded
+SHARD_NAME = r"(train|val)_\d{6}\.bin"
 
 _worker_tok = None
 
@@ -70,10 +71,13 @@ def pretokenize(tok: RustBPETokenizer, tokenizer_dir: str, paths: list[str], bin
                "shard_size": shard_size, "keep_partial": keep_partial, "bin_dir": os.path.abspath(bin_dir)}
     state = json.load(open(state_path)) if os.path.exists(state_path) else None
     if state is None or state["key"] != run_key:
-        remove_shards(bin_dir, reason="stale" if state else "left without a progress file")
-        config = os.path.join(os.path.dirname(state_path), "config.json")
-        if os.path.exists(config):
-            os.remove(config)  # it described the old shards
+        # shards a progress file does not vouch for (other settings, another tokenizer, an older
+        # --bin-subdir, or no progress file at all) are removed, never mixed with fresh ones
+        old_dirs = {bin_dir, state["key"]["bin_dir"]} if state else {bin_dir}
+        removed = sum(remove_outputs(d, SHARD_NAME) for d in old_dirs)
+        removed += remove_outputs(os.path.dirname(state_path), r"config\.json")  # it described them
+        if removed:
+            print(f"removed {removed} files of an earlier run with other settings")
         state = {"key": run_key, "splits": {}}
     os.makedirs(bin_dir, exist_ok=True)
 
@@ -96,17 +100,6 @@ def pretokenize(tok: RustBPETokenizer, tokenizer_dir: str, paths: list[str], bin
     seconds = time.time() - t0
     print(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s this run ({new_tokens / max(seconds, 1e-9):,.0f} tok/s)")
     return stats
-
-
-def remove_shards(bin_dir: str, reason: str) -> None:
-    """Shards that a progress file does not vouch for are not mixed with fresh ones."""
-    if not os.path.isdir(bin_dir):
-        return
-    old = [f for f in os.listdir(bin_dir) if f.endswith(".bin") and f.startswith(("train_", "val_"))]
-    if old:
-        print(f"removing {len(old)} {reason} .bin shards in {bin_dir}")
-        for f in old:
-            os.remove(os.path.join(bin_dir, f))
 
 
 class SplitPacker:

@@ -16,7 +16,8 @@ import torch
 
 from stacks_data import compare, fineweb
 from stacks_data.files import torch_save, write_json, write_text
-from stacks_data.flags import add_output_flags, add_workers_flag, check_upload_flags, dataset_dir, hub_repo_id
+from stacks_data.flags import (add_output_flags, add_workers_flag, check_upload_flags, dataset_dir, hub_repo_id,
+                               tokenizer_dir)
 from stacks_data.hub import upload_folder
 from stacks_data.parquet import iter_texts
 from stacks_data.pretokenize import STATE_FILE, pretokenize
@@ -54,23 +55,26 @@ def run(args: argparse.Namespace) -> None:
     os.makedirs(out, exist_ok=True)
 
     tok_paths = fineweb.ensure_shards(list(range(args.tok_train_shards)), parquet_dir, args.base_url)
-    tok = train_or_load_tokenizer(os.path.join(out, "tokenizer"), tok_paths[:-1], args)
+    tok = train_or_load_tokenizer(tokenizer_dir(args), tok_paths[:-1], args)
     check_round_trip(tok, tok_paths)
-    write_token_bytes(tok, os.path.join(out, "tokenizer", "token_bytes.pt"))
+    write_token_bytes(tok, os.path.join(tokenizer_dir(args), "token_bytes.pt"))
     report = compare_with_baselines(tok, tok_paths[0], tok_paths[-1])
     write_text(os.path.join(out, "tokenizer_comparison.md"), report)
 
     paths = fineweb.ensure_shards(list(range(args.num_shards)), parquet_dir, args.base_url)
     bin_dir = os.path.join(out, args.bin_subdir) if args.bin_subdir else out
-    stats = pretokenize(tok, os.path.join(out, "tokenizer"), paths, bin_dir, args.shard_size,
+    stats = pretokenize(tok, tokenizer_dir(args), paths, bin_dir, args.shard_size,
                         args.num_workers, args.keep_partial, state_path=os.path.join(out, STATE_FILE))
-    write_json(os.path.join(out, "config.json"), make_config(tok, args, out, stats))
+    write_json(os.path.join(out, "config.json"), make_config(tok, args, stats))
 
     elapsed = time.time() - started
     splits = ", ".join(f"{s}: {stats[s]['shards']} shards, {stats[s]['tokens']:,} tokens" for s in ("val", "train"))
     print(f"done in {elapsed:.0f}s: {out} ({splits})")
     if not args.skip_upload:
-        upload_folder(out, hub_repo_id(args), ignore_patterns=[STATE_FILE, "*.tmp", "*.part"])
+        # this step's files only: the folder also holds the other steps' outputs, which they upload
+        shards = f"{args.bin_subdir}/" if args.bin_subdir else ""
+        upload_folder(out, hub_repo_id(args), allow_patterns=[
+            "config.json", "tokenizer_comparison.md", "tokenizer/*", f"{shards}train_*.bin", f"{shards}val_*.bin"])
 
 
 # ------------------------------------------------------------------------------------ 1. training
@@ -151,8 +155,8 @@ def compare_with_baselines(tok: RustBPETokenizer, train_path: str, heldout_path:
 
 # ------------------------------------------------------------------------------------ 5. config
 
-def make_config(tok: RustBPETokenizer, args, out: str, stats: dict) -> dict:
-    with open(os.path.join(out, "tokenizer", "tokenizer.pkl"), "rb") as f:
+def make_config(tok: RustBPETokenizer, args, stats: dict) -> dict:
+    with open(os.path.join(tokenizer_dir(args), "tokenizer.pkl"), "rb") as f:
         pkl_sha256 = hashlib.sha256(f.read()).hexdigest()
     config = {
         "vocab_size": tok.get_vocab_size(),

@@ -18,11 +18,12 @@ from tqdm import tqdm
 
 from stacks_data import sft_sources as sources
 from stacks_data.binfile import ShardWriter
-from stacks_data.files import human_bytes, write_json
+from stacks_data.files import human_bytes, remove_outputs, write_json
 from stacks_data.flags import (add_mirror_flag, add_output_flags, add_workers_flag, check_upload_flags,
-                               dataset_dir, hub_repo_id, load_tokenizer)
+                               dataset_dir, hub_repo_id, load_tokenizer, tokenizer_dir)
 from stacks_data.hub import upload_folder
 from stacks_data.parallel import ordered_map
+from stacks_data.parquet import InputError
 from stacks_data.tokenizer import RustBPETokenizer
 
 VAL_MMLU = 5200
@@ -60,14 +61,13 @@ def run(args: argparse.Namespace) -> None:
         raise SystemExit("error: the spelling task sizes cannot be negative")
     t0 = time.time()
     tokenizer = load_tokenizer(args)
-    tokenizer_dir = os.path.join(dataset_dir(args), "tokenizer")
     out_dir = os.path.join(dataset_dir(args), "sft")
+    # every source of both splits is loaded (and checked) before anything is written
+    splits = {split: mixture_sources(split, args) for split in ("val", "train")}
     os.makedirs(out_dir, exist_ok=True)
     # shards of an earlier, longer run would otherwise be picked up by the loaders' globs; its config.json
     # goes too, so that a crash midway never leaves new shards beside an old description
-    for name in os.listdir(out_dir):
-        if SHARD_FILE.fullmatch(name) or name == "config.json":
-            os.remove(os.path.join(out_dir, name))
+    remove_outputs(out_dir, rf"{SHARD_FILE.pattern}|config\.json")
 
     config = {
         "max_seq_len": args.max_seq_len,
@@ -75,9 +75,8 @@ def run(args: argparse.Namespace) -> None:
         "bos_id": tokenizer.get_bos_token_id(),
         "vocab_size": tokenizer.get_vocab_size(),
     }
-    for split in ("val", "train"):
-        mixture, words = mixture_sources(split, args)
-        stats = write_split(split, mixture, words, tokenizer_dir, out_dir, args)
+    for split, (mixture, words) in splits.items():
+        stats = write_split(split, mixture, words, tokenizer_dir(args), out_dir, args)
         config.update({f"{split}_{key}": value for key, value in stats.items()})
     write_json(os.path.join(out_dir, "config.json"), config)
 
@@ -172,7 +171,7 @@ def render_chunk(chunk):
                 conversations[slot] = conversation
     valid = [c for c in conversations if c is not None]
     ids, mask, truncated = [], [], 0
-    # one batched encode for the whole chunk; parallelism comes from the worker processes
+    # the chunk's texts are encoded in this worker; parallelism comes from the worker processes
     for conversation_ids, conversation_mask in _tokenizer.render_conversations(valid, max_tokens=_max_seq_len):
         ids += conversation_ids
         mask += conversation_mask
@@ -195,7 +194,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: s
         for ids, mask, n_valid, n_truncated, invalid in results:
             for _, k, row, message in invalid:
                 if not args.skip_invalid:
-                    raise ValueError(f"invalid conversation in the {split} mixture: {mixture[k].where(row)}: "
+                    raise InputError(f"invalid conversation in the {split} mixture: {mixture[k].where(row)}: "
                                      f"{message} (pass --skip-invalid to skip such conversations)")
                 invalid_counts[mixture[k].name] = invalid_counts.get(mixture[k].name, 0) + 1
             writer.add(ids, mask)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from stacks_data.download import download
 from stacks_data.hub import cache_root, dataset_files
-from stacks_data.multiple_choice import hf_shuffle_order, load_mmlu, render_mc
+from stacks_data.multiple_choice import check_mmlu_row, hf_shuffle_order, load_mmlu, render_mc
 from stacks_data.parquet import InputError, open_parquet, read_rows
 
 SMOLTALK_REPO = "HuggingFaceTB/smol-smoltalk"
@@ -228,18 +228,13 @@ def smoltalk_conversation(messages) -> dict:
 
 
 def mmlu_conversation(row) -> dict:
-    if not isinstance(row, dict):
-        raise Invalid("row is empty")
-    question, choices, answer = row.get("question"), row.get("choices"), row.get("answer")
-    if not isinstance(question, str):
-        raise Invalid("question must be a string")
-    if not isinstance(choices, list) or len(choices) != 4 or not all(isinstance(c, str) for c in choices):
-        raise Invalid(f"expected exactly 4 string choices, got {choices!r}")
-    if not isinstance(answer, int) or not 0 <= answer < 4:
-        raise Invalid(f"answer must be 0-3, got {answer!r}")
+    try:
+        check_mmlu_row(row)
+    except ValueError as e:
+        raise Invalid(str(e)) from None
     return {"messages": [
-        {"role": "user", "content": render_mc(question, "ABCD", choices)},
-        {"role": "assistant", "content": "ABCD"[answer]},
+        {"role": "user", "content": render_mc(row["question"], "ABCD", row["choices"])},
+        {"role": "assistant", "content": "ABCD"[row["answer"]]},
     ]}
 
 

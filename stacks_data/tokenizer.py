@@ -48,6 +48,11 @@ class RustBPETokenizer:
         # function of the training data, so its hash identifies it
         mergeable_ranks = {bytes(k): v for k, v in trainer.get_mergeable_ranks()}
         offset = len(mergeable_ranks)
+        if offset + len(SPECIAL_TOKENS) != vocab_size:
+            # rustbpe stops when no pair is left to merge: a smaller vocab than asked would break
+            # every consumer that trusts --vocab-size (and a later rerun would refuse it)
+            raise ValueError(f"the training text only supports a vocab of {offset + len(SPECIAL_TOKENS)}, "
+                             f"not {vocab_size}: feed more text (more shards, a larger --max-chars) or lower --vocab-size")
         special_tokens = {name: offset + i for i, name in enumerate(SPECIAL_TOKENS)}
         enc = tiktoken.Encoding(
             name="rustbpe",
@@ -189,7 +194,7 @@ class RustBPETokenizer:
         return self.render_for_completions([conversation])[0]
 
     def render_for_completions(self, conversations: list[dict]) -> list[list[int]]:
-        """render_for_completion for many conversations, with all their texts encoded in one batch."""
+        """render_for_completion for many conversations (see render_conversations)."""
         prompts = []
         for i, conversation in enumerate(conversations):
             messages = conversation["messages"]
@@ -208,17 +213,11 @@ class Special:
     def __init__(self, name: str):
         self.name = name
 
-    def __eq__(self, other):
-        return isinstance(other, Special) and other.name == self.name
-
-    def __repr__(self):
-        return f"Special({self.name!r})"
-
 
 def conversation_plan(conversation: dict) -> list[tuple[str | Special, int]]:
     """The flat list of (text or Special, mask) a conversation renders to, validated.
 
-    Kept apart from encoding so that many conversations can be encoded in one batch.
+    Kept apart from encoding so that many conversations are validated before any is encoded.
     """
     messages = conversation.get("messages") if isinstance(conversation, dict) else None
     if not isinstance(messages, list) or not messages:

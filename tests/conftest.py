@@ -22,7 +22,8 @@ class FileServer(http.server.ThreadingHTTPServer):
 
     `faults[url_path]` is a list of faults served, one per request, before the real answer:
     "500", "drop" (connection closed without an answer) or "truncate" (half the announced body).
-    `requests` records every path asked for.
+    `requests` records every path asked for, `authorizations` the Authorization header of each request,
+    `redirects[url_path]` answers 302 to another URL.
     """
 
     daemon_threads = True
@@ -32,6 +33,8 @@ class FileServer(http.server.ThreadingHTTPServer):
         self.root = root
         self.faults: dict[str, list[str]] = {}
         self.requests: list[str] = []
+        self.authorizations: list[str | None] = []
+        self.redirects: dict[str, str] = {}
 
     @property
     def url(self):
@@ -45,6 +48,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         path = urllib.parse.urlparse(self.path).path
         self.server.requests.append(path)
+        self.server.authorizations.append(self.headers.get("Authorization"))
+        if path in self.server.redirects:
+            self.send_response(302)
+            self.send_header("Location", self.server.redirects[path])
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
         faults = self.server.faults.get(path)
         fault = faults.pop(0) if faults else None
         if fault == "500":
@@ -89,14 +98,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def start_server(root):
+    root.mkdir()
+    server = FileServer(str(root))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
 def file_server(tmp_path):
     """A FileServer over tmp_path/'served' (fill it before requesting)."""
-    root = tmp_path / "served"
-    root.mkdir()
-    server = FileServer(str(root))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = start_server(tmp_path / "served")
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def other_server(tmp_path):
+    """A second FileServer (another host:port) over tmp_path/'other', e.g. a redirect target."""
+    server = start_server(tmp_path / "other")
     yield server
     server.shutdown()
     server.server_close()

@@ -144,11 +144,11 @@ def test_config_json(tmp_path, tok):
         "bos_id": VOCAB - 9,  # the specials come after the 391 byte/merge tokens
         "tasks": [
             {"label": "MMLU", "file": "MMLU.pt", "task_type": "categorical", "num_examples": 4,
-             "random_baseline": 0.25},
+             "random_baseline": 0.25, "num_skipped": 0},
             {"label": "ARC-Easy", "file": "ARC-Easy.pt", "task_type": "categorical", "num_examples": 5,
-             "random_baseline": (1 / 4 + 1 / 5 + 1 / 4 + 1 / 3 + 1 / 4) / 5},
+             "random_baseline": (1 / 4 + 1 / 5 + 1 / 4 + 1 / 3 + 1 / 4) / 5, "num_skipped": 0},
             {"label": "ARC-Challenge", "file": "ARC-Challenge.pt", "task_type": "categorical", "num_examples": 3,
-             "random_baseline": 0.25},
+             "random_baseline": 0.25, "num_skipped": 0},
         ],
     }
     assert sorted(os.listdir(out)) == ["ARC-Challenge.pt", "ARC-Easy.pt", "MMLU.pt", "config.json"]
@@ -171,7 +171,8 @@ def test_over_long_items_are_skipped_and_counted(tmp_path, tok, capsys):
     # the kept items all have 4 choices: the baseline is over kept items only
     assert task["random_baseline"] == 0.25
     assert "ARC-Easy: 6 items, 3 kept, 3 skipped" in capsys.readouterr().out
-    assert json.loads((out / "config.json").read_text())["max_seq_len"] == 300
+    config = json.loads((out / "config.json").read_text())
+    assert config["max_seq_len"] == 300 and config["tasks"][1]["num_skipped"] == 3
 
 
 def test_max_seq_len_boundary(tok):
@@ -206,9 +207,9 @@ def test_wrong_answer_key_is_an_error(tmp_path, tok):
 
 def test_bad_mmlu_rows_are_errors():
     bad_answer = MMLU_ROWS[:2] + [dict(MMLU_ROWS[2], answer=4)]
-    with pytest.raises(InputError, match=r"MMLU test row 2 \(subject 'sci'\): 'answer' must be an int in 0..3, got 4"):
+    with pytest.raises(InputError, match=r"MMLU test row 2 \(subject 'sci'\): answer must be an int 0-3, got 4"):
         chat_eval.mmlu_items(bad_answer)
-    with pytest.raises(InputError, match=r"MMLU test row 0 .*'choices' must be a list of 4 strings"):
+    with pytest.raises(InputError, match=r"MMLU test row 0 .*expected exactly 4 string choices"):
         chat_eval.mmlu_items([dict(MMLU_ROWS[0], choices=["3", "4", "5"])])
     with pytest.raises(InputError, match=r"ARC item e9: 3 choice texts but 2 labels"):
         chat_eval.arc_items([arc("e9", "?", ["a", "b", "c"], ["A", "B"], "A")])

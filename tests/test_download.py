@@ -32,6 +32,15 @@ def test_gives_up_and_leaves_nothing(file_server, tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "served"]
 
 
+def test_token_is_not_sent_to_a_redirect_target(file_server, other_server, tmp_path):
+    url = serve(other_server, "f.bin", b"payload")
+    file_server.redirects["/resolve/f.bin"] = url
+    download(f"{file_server.url}/resolve/f.bin", str(tmp_path / "f.bin"), token="secret")
+    assert (tmp_path / "f.bin").read_bytes() == b"payload"
+    assert file_server.authorizations == ["Bearer secret"]
+    assert other_server.authorizations == [None]
+
+
 def test_not_found_is_final(file_server, tmp_path):
     with pytest.raises(DownloadError, match="HTTP 404, 1 attempts"):
         download(f"{file_server.url}/missing", str(tmp_path / "m"), backoff=0.01)

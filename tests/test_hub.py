@@ -1,5 +1,7 @@
 import pathlib
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from huggingface_hub.errors import OfflineModeIsEnabled
 
@@ -10,6 +12,12 @@ def put(root, path, body):
     p = pathlib.Path(root) / path
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(body)
+
+
+def parquet_bytes(name):
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"name": [name] * 100}), sink)
+    return sink.getvalue().to_pybytes()
 
 
 def test_mirror_layout_in_name_order(tmp_path):
@@ -23,12 +31,12 @@ def test_mirror_layout_in_name_order(tmp_path):
 
 def test_hub_download_cache_and_offline_reuse(file_server, tmp_path, monkeypatch):
     for name in ["train-00001-of-00002.parquet", "train-00000-of-00002.parquet", "test-00000-of-00001.parquet"]:
-        put(file_server.root, f"o/n/data/{name}", name.encode() * 100)
+        put(file_server.root, f"o/n/data/{name}", parquet_bytes(name))
     file_server.faults["/datasets/o/n/resolve/main/data/train-00000-of-00002.parquet"] = ["500", "truncate"]
     cache = str(tmp_path / "cache")
     paths = dataset_files("o/n", "data/train-*.parquet", cache_dir=cache, endpoint=file_server.url)
     assert paths == [f"{cache}/o/n/data/train-00000-of-00002.parquet", f"{cache}/o/n/data/train-00001-of-00002.parquet"]
-    assert pathlib.Path(paths[0]).read_bytes() == b"train-00000-of-00002.parquet" * 100
+    assert pq.read_table(paths[0]).column("name")[0].as_py() == "train-00000-of-00002.parquet"
     assert "/api/datasets/o/n/tree/main/data" in file_server.requests
 
     # offline (HF_HUB_OFFLINE=1; huggingface_hub reads it at import): the complete cache of the last listing

@@ -171,6 +171,15 @@ def test_changed_flags_replace_stale_shards(corpus, tmp_path):
     assert len(bins(out, "train_")) == config["train_shards"]
 
 
+def test_moving_shards_to_a_subdir_removes_the_old_ones(corpus, tmp_path):
+    parquet_dir, _ = corpus
+    out = pretrain(parquet_dir, tmp_path / "out")
+    assert bins(out, "train_")
+    pretrain(parquet_dir, tmp_path / "out", "--bin-subdir", "fineweb_edu")
+    assert not [f for f in os.listdir(out) if f.endswith(".bin")]
+    assert len(bins(out / "fineweb_edu", "train_")) == json.loads((out / "config.json").read_text())["train_shards"]
+
+
 def test_reused_tokenizer_must_match(corpus, tmp_path):
     parquet_dir, _ = corpus
     pretrain(parquet_dir, tmp_path / "out")
@@ -223,4 +232,8 @@ def test_upload(corpus, tmp_path, monkeypatch, hub_calls):
     upload = calls[2][1]
     assert upload["repo_id"] == "me/ds" and upload["repo_type"] == "dataset"
     assert upload["folder_path"] == str(tmp_path / "out" / "ds") and upload["path_in_repo"] is None
-    assert pretokenize.STATE_FILE in upload["ignore_patterns"]
+    # this step's files only (not other steps' folders), never progress or temp files
+    assert upload["allow_patterns"] == ["config.json", "tokenizer_comparison.md", "tokenizer/*",
+                                        "train_*.bin", "val_*.bin"]
+    assert {".*", "*.tmp", "*.part"} <= set(upload["ignore_patterns"])
+    assert pretokenize.STATE_FILE in calls[2][2]  # it is there, and ".*" keeps it out

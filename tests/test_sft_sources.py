@@ -89,7 +89,7 @@ def test_mmlu_conversation_and_mask(tok):
 @pytest.mark.parametrize("row, why", [
     ({"question": "q", "choices": ["a", "b", "c"], "answer": 0}, "exactly 4"),
     ({"question": "q", "choices": ["a", "b", "c", "d", "e"], "answer": 0}, "exactly 4"),
-    ({"question": "q", "choices": ["a", "b", "c", "d"], "answer": 4}, "answer must be 0-3"),
+    ({"question": "q", "choices": ["a", "b", "c", "d"], "answer": 4}, "answer must be an int 0-3"),
     ({"question": None, "choices": ["a", "b", "c", "d"], "answer": 0}, "question"),
     (None, "empty"),
 ])

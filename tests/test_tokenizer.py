@@ -131,6 +131,11 @@ def test_render_conversation_errors(tok):
         tok.render_for_completion({"messages": [{"role": "user", "content": "a"}]})
 
 
+def test_too_little_text_for_the_vocab_is_an_error():
+    with pytest.raises(ValueError, match="only supports a vocab of"):
+        RustBPETokenizer.train_from_iterator(["abab abab"], 1000)
+
+
 def test_vocab_size_limits():
     check_vocab_size(265)
     check_vocab_size(65536)
