@@ -1,5 +1,6 @@
 """Shared fixtures: a loopback HTTP server that serves a folder in the hub's URL layout, with faults."""
 
+import contextlib
 import http.server
 import json
 import os
@@ -98,29 +99,30 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def start_server(root):
+@contextlib.contextmanager
+def serving(root):
     root.mkdir()
     server = FileServer(str(root))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture
 def file_server(tmp_path):
     """A FileServer over tmp_path/'served' (fill it before requesting)."""
-    server = start_server(tmp_path / "served")
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(tmp_path / "served") as server:
+        yield server
 
 
 @pytest.fixture
 def other_server(tmp_path):
     """A second FileServer (another host:port) over tmp_path/'other', e.g. a redirect target."""
-    server = start_server(tmp_path / "other")
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(tmp_path / "other") as server:
+        yield server
 
 
 @pytest.fixture
