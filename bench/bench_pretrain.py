@@ -83,7 +83,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--corpus", default=os.path.join(here, "..", "..", "shared", "data", "corpus"))
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=6)
     parser.add_argument("--vocab-size", type=int, default=32768)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--trials", type=int, default=3, help="best of this many runs of each measurement")

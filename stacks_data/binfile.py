@@ -92,6 +92,7 @@ class ShardWriter:
         if self.fill and keep_partial:
             self._flush()
         self.fill = 0
+        self.buffers = []  # a shard's worth of memory per stream, not needed any more
 
     def _flush(self) -> None:
         os.makedirs(self.out_dir, exist_ok=True)

@@ -46,7 +46,8 @@ def row_groups(paths: list[str]) -> list[tuple[str, int, int]]:
 def tokenize_row_group(task: tuple[str, int, int]) -> tuple[np.ndarray, int, int]:
     """(tokens, documents, characters) of one parquet row group: each document is <|bos|> + its tokens."""
     path, group, first_row = task
-    column = open_parquet(path, ["text"]).read_row_group(group, columns=["text"]).column("text")
+    # one thread: a worker is one core's worth of work, the pool provides the parallelism
+    column = open_parquet(path, ["text"]).read_row_group(group, columns=["text"], use_threads=False).column("text")
     check_texts(column, path, first_row, "text")
     texts = column.to_pylist()
     core = _worker_tok.enc._core_bpe
