@@ -3,9 +3,9 @@ Chat eval step speed (MMLU test + ARC-Easy/Challenge tests), against a per-item 
 
     python bench/bench_chat_eval.py [--hub ../shared/data/hub] [--tokenizer-dir DIR] [--repeat 3]
 
-Baseline: the obvious loop, `render_for_completion(conversation)` once per item (what the original script
-did). Pipeline: `tokenize_task`, which renders all of a task's prompts with one batched encode. Both get
-the same loaded, shuffled items and must produce the same sequences; the floor is tiktoken
+Baseline: the obvious loop, `render_for_completion(conversation)` and one encode per letter for every
+item. Step: `tokenize_task` (one render per item, letter ids looked up once per letter). Both get the
+same loaded, shuffled items and must produce the same sequences; the floor is tiktoken
 `encode_ordinary` over the user messages alone. Also reported: the whole step (`chat_eval.run`: loading,
 tokenizing, writing the .pt files) end to end. Target: the full step in a few seconds.
 Without --tokenizer-dir, a vocab-4096 tokenizer is trained on corpus/shard_00000.parquet first.
@@ -72,17 +72,17 @@ def main():
             items = chat_eval.load_task(label, args.hub)
             texts = [chat_eval.conversation(item)["messages"][0]["content"] for item in items]
             floor, _ = best_of(args.repeat, lambda: [tok.enc.encode_ordinary(t) for t in texts])
-            batched, (payload, _) = best_of(args.repeat, lambda: chat_eval.tokenize_task(tok, label, items, 2048))
+            step, (payload, _) = best_of(args.repeat, lambda: chat_eval.tokenize_task(tok, label, items, 2048))
             naive, sequences = best_of(args.repeat, lambda: naive_task(tok, items, 2048))
-            assert sequences == payload["sequences"], f"{label}: batched and per-item outputs differ"
-            rows.append((label, len(items), floor, naive, batched))
+            assert sequences == payload["sequences"], f"{label}: step and per-item outputs differ"
+            rows.append((label, len(items), floor, naive, step))
 
-        print(f"{'task':<14} {'items':>7} {'raw encode':>11} {'per-item':>9} {'batched':>9} {'speed-up':>9}")
-        for label, n, floor, naive, batched in rows:
-            print(f"{label:<14} {n:>7,} {floor:>10.2f}s {naive:>8.2f}s {batched:>8.2f}s {naive / batched:>8.1f}x")
-        n, floor, naive, batched = (sum(r[i] for r in rows) for i in range(1, 5))
-        print(f"{'all':<14} {n:>7,} {floor:>10.2f}s {naive:>8.2f}s {batched:>8.2f}s {naive / batched:>8.1f}x")
-        print(f"(batched / raw encode: {batched / floor:.2f}x; outputs identical)\n")
+        print(f"{'task':<14} {'items':>7} {'raw encode':>11} {'per-item':>9} {'step':>9} {'speed-up':>9}")
+        for label, n, floor, naive, step in rows:
+            print(f"{label:<14} {n:>7,} {floor:>10.2f}s {naive:>8.2f}s {step:>8.2f}s {naive / step:>8.1f}x")
+        n, floor, naive, step = (sum(r[i] for r in rows) for i in range(1, 5))
+        print(f"{'all':<14} {n:>7,} {floor:>10.2f}s {naive:>8.2f}s {step:>8.2f}s {naive / step:>8.1f}x")
+        print(f"(step / raw encode of the questions: {step / floor:.2f}x; outputs identical)\n")
 
         tok.save(os.path.join(work, "ds", "tokenizer"))
         step = argparse.Namespace(out_dir=work, dataset_name="ds", hf_user=None, skip_upload=True,

@@ -163,22 +163,20 @@ class RustBPETokenizer:
         return self.render_conversations([conversation], max_tokens=max_tokens)[0]
 
     def render_conversations(self, conversations: list[dict], max_tokens: int | None = 2048):
-        """render_conversation for many conversations (validated up front, then encoded together).
+        """render_conversation for many conversations.
 
         Texts are encoded one after the other in this thread: on these short texts, tiktoken's
-        encode_ordinary_batch costs more in thread-pool overhead than it gains; callers parallelize
-        across processes instead.
+        encode_ordinary_batch costs more in thread-pool overhead than it gains, and holding every
+        conversation's plan at once costs more in garbage collection; callers parallelize across
+        processes instead.
         """
-        plans = [conversation_plan(c) for c in conversations]
-        texts = [item for plan in plans for item, _ in plan if isinstance(item, str)]
-        encoded = map(self.enc.encode_ordinary, texts)
-        special = self.enc._special_tokens
+        encode, special = self.enc.encode_ordinary, self.enc._special_tokens
         out = []
-        for plan in plans:
+        for conversation in conversations:
             ids, mask = [], []
-            for item, m in plan:
+            for item, m in conversation_plan(conversation):
                 if isinstance(item, str):
-                    piece = next(encoded)
+                    piece = encode(item)
                     ids += piece
                     mask += [m] * len(piece)
                 else:
@@ -191,18 +189,11 @@ class RustBPETokenizer:
 
     def render_for_completion(self, conversation: dict) -> list[int]:
         """Prompt for the assistant's reply: drop the last (assistant) message, open a new one."""
-        return self.render_for_completions([conversation])[0]
-
-    def render_for_completions(self, conversations: list[dict]) -> list[list[int]]:
-        """render_for_completion for many conversations (see render_conversations)."""
-        prompts = []
-        for i, conversation in enumerate(conversations):
-            messages = conversation["messages"]
-            if not messages or messages[-1].get("role") != "assistant":
-                raise ValueError(f"render_for_completion: conversation {i}: the last message must be the assistant's")
-            prompts.append({"messages": messages[:-1]})
-        assistant_start = self.encode_special("<|assistant_start|>")
-        return [ids + [assistant_start] for ids, _ in self.render_conversations(prompts, max_tokens=None)]
+        messages = conversation["messages"]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError("render_for_completion: the last message must be the assistant's")
+        ids, _ = self.render_conversation({"messages": messages[:-1]}, max_tokens=None)
+        return ids + [self.encode_special("<|assistant_start|>")]
 
 
 class Special:
@@ -217,7 +208,7 @@ class Special:
 def conversation_plan(conversation: dict) -> list[tuple[str | Special, int]]:
     """The flat list of (text or Special, mask) a conversation renders to, validated.
 
-    Kept apart from encoding so that many conversations are validated before any is encoded.
+    Kept apart from encoding: what a conversation renders to, apart from how text is encoded.
     """
     messages = conversation.get("messages") if isinstance(conversation, dict) else None
     if not isinstance(messages, list) or not messages:

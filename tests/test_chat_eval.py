@@ -184,13 +184,14 @@ def test_max_seq_len_boundary(tok):
         chat_eval.tokenize_task(tok, "T", items + items, n - 1)
 
 
-def test_batched_prompts_equal_render_for_completion(tok):
+def test_conversation_is_the_question_then_the_gold_letter():
     items = chat_eval.mmlu_items(MMLU_ROWS) + chat_eval.arc_items(ARC_EASY_ROWS)
     conversations = [chat_eval.conversation(item) for item in items]
-    assert conversations[0]["messages"][1] == {"role": "assistant", "content": "B"}
-    assert tok.render_for_completions(conversations) == [tok.render_for_completion(c) for c in conversations]
-    with pytest.raises(ValueError, match="conversation 1: the last message must be the assistant's"):
-        tok.render_for_completions([conversations[0], {"messages": conversations[0]["messages"][:1]}])
+    assert conversations[0]["messages"] == [
+        {"role": "user", "content": "Multiple Choice question: What is 2+2?\n- 3=A\n- 4=B\n- 5=C\n- 6=D\n\n"
+                                    "Respond only with the letter of the correct answer."},
+        {"role": "assistant", "content": "B"}]
+    assert conversations[7]["messages"][1] == {"role": "assistant", "content": "3"}  # ARC e3, numeric labels
 
 
 def test_multi_token_letter_is_an_error(tmp_path, tok):
