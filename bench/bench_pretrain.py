@@ -66,16 +66,43 @@ def pipeline_rate(tok, tokenizer_dir, paths, n, workdir, shard_size, trial):
 
 
 PEAK_MEMORY_SCRIPT = """
-import json, os, resource, sys
+import json, os, sys, threading, time
 sys.path.insert(0, {root!r})
 from stacks_data.pretokenize import pretokenize
 from stacks_data.tokenizer import RustBPETokenizer
+
+
+def status(pid):
+    try:
+        with open(f"/proc/{{pid}}/status") as f:
+            return dict(line.split(":", 1) for line in f)
+    except OSError:
+        return {{}}
+
+
+def sample_workers(peak, done):
+    # workers are descendants (forkserver -> workers): sample their RSS, they are gone at the end
+    me = os.getpid()
+    while not done.is_set():
+        parents = {{pid: int(status(pid).get("PPid", "0")) for pid in os.listdir("/proc") if pid.isdigit()}}
+        for pid in parents:
+            ancestor = parents.get(pid)
+            while ancestor and ancestor != me:
+                ancestor = parents.get(str(ancestor))
+            if ancestor == me:
+                rss = int(status(pid).get("VmRSS", "0 kB").split()[0])
+                peak[0] = max(peak[0], rss)
+        time.sleep(0.05)
+
+
+peak, done = [0], threading.Event()
+threading.Thread(target=sample_workers, args=(peak, done), daemon=True).start()
 tok = RustBPETokenizer.from_directory({tokdir!r})
 pretokenize(tok, {tokdir!r}, {paths!r}, {out!r}, 100_000_000, {n}, keep_partial=True, state_path={state!r})
+done.set()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would count the bench's own memory
-hwm = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
-print(json.dumps({{"main_mb": hwm / 1024,
-                  "worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}}))
+hwm = int(status("self")["VmHWM"].split()[0])
+print(json.dumps({{"main_mb": hwm / 1024, "worker_mb": peak[0] / 1024}}))
 """
 
 

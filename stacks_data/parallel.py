@@ -22,8 +22,11 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int,
             initializer(*initargs)
         yield from map(fn, items)
         return
-    # spawn, not fork: the parent may hold rayon/tokenizer threads that a forked child would inherit
-    context = multiprocessing.get_context("spawn")
+    # forkserver, not fork: the parent may hold rayon/arrow threads whose locks a forked child would
+    # inherit; the server is a fresh single-threaded process (with the step's module imported once)
+    # that forks the workers, so they start in milliseconds instead of re-importing everything
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([fn.__module__])
     with ProcessPoolExecutor(num_workers, mp_context=context, initializer=initializer,
                              initargs=initargs) as pool:
         pending = collections.deque()
