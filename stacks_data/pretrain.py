@@ -56,9 +56,12 @@ def run(args: argparse.Namespace) -> None:
 
     tok_paths = fineweb.ensure_shards(list(range(args.tok_train_shards)), parquet_dir, args.base_url)
     tok = train_or_load_tokenizer(tokenizer_dir(args), tok_paths[:-1], args)
-    check_round_trip(tok, tok_paths)
+    # real documents for the checks: the first 100 of a training shard and of the held-out shard
+    samples = {name: next(iter_texts(path))[1][:100] for name, path in
+               (("fwe-train", tok_paths[0]), ("fwe-val", tok_paths[-1]))}
+    check_round_trip(tok, [text for docs in samples.values() for text in docs])
     write_token_bytes(tok, os.path.join(tokenizer_dir(args), "token_bytes.pt"))
-    report = compare_with_baselines(tok, tok_paths[0], tok_paths[-1])
+    report = compare_with_baselines(tok, samples)
     write_text(os.path.join(out, "tokenizer_comparison.md"), report)
 
     paths = fineweb.ensure_shards(list(range(args.num_shards)), parquet_dir, args.base_url)
@@ -127,12 +130,9 @@ def train_or_load_tokenizer(tokenizer_dir: str, paths: list[str], args) -> RustB
 
 # ---------------------------------------------------------------------------- 2. checks, 3. compare
 
-def check_round_trip(tok: RustBPETokenizer, paths: list[str]) -> None:
-    """decode(encode(x)) == x on the sample texts and on documents of the first and held-out shards."""
-    samples = list(compare.SAMPLE_TEXTS.values())
-    for path in (paths[0], paths[-1]):
-        samples += next(iter_texts(path))[1][:50]
-    for text in samples:
+def check_round_trip(tok: RustBPETokenizer, documents: list[str]) -> None:
+    """decode(encode(x)) == x on the sample texts and on real documents."""
+    for text in list(compare.SAMPLE_TEXTS.values()) + documents:
         if tok.decode(tok.encode(text)) != text:
             raise RuntimeError(f"tokenizer round trip failed on: {text[:80]!r}")
 
@@ -141,11 +141,9 @@ def write_token_bytes(tok: RustBPETokenizer, path: str) -> None:
     torch_save(torch.tensor(tok.token_byte_lengths(), dtype=torch.int32), path)
 
 
-def compare_with_baselines(tok: RustBPETokenizer, train_path: str, heldout_path: str) -> str:
-    texts = dict(compare.SAMPLE_TEXTS)
-    # a few hundred KB of real documents from a training shard and from the held-out shard
-    texts["fwe-train"] = "\n".join(next(iter_texts(train_path))[1][:100])
-    texts["fwe-val"] = "\n".join(next(iter_texts(heldout_path))[1][:100])
+def compare_with_baselines(tok: RustBPETokenizer, samples: dict[str, list[str]]) -> str:
+    """The comparison on the sample texts and on each list of real documents, joined."""
+    texts = {**compare.SAMPLE_TEXTS, **{name: "\n".join(docs) for name, docs in samples.items()}}
     baselines, notes = compare.load_baselines()
     rows = compare.compression_table(tok.enc, texts, baselines)
     report = compare.to_markdown(rows, list(baselines), notes)
