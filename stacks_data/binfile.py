@@ -9,6 +9,9 @@ import os
 
 import numpy as np
 
+from stacks_data.errors import InputError
+from stacks_data.files import FileRecord, write_bytes
+
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256
@@ -16,8 +19,8 @@ HEADER_BYTES = HEADER_INTS * 4
 MAX_VOCAB = 2**16  # tokens are stored as uint16
 
 
-def write_bin(path: str, tokens: np.ndarray) -> None:
-    """Write tokens to path atomically (temp name, then rename)."""
+def write_bin(path: str, tokens: np.ndarray) -> FileRecord:
+    """Write tokens to path atomically (temp name, then rename); returns its record (size, sha256)."""
     tokens = np.asarray(tokens)
     if tokens.dtype != np.uint16:
         if tokens.size and (tokens.min() < 0 or tokens.max() >= MAX_VOCAB):
@@ -25,23 +28,22 @@ def write_bin(path: str, tokens: np.ndarray) -> None:
         tokens = tokens.astype(np.uint16)
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[0], header[1], header[2] = MAGIC, VERSION, tokens.size
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.ascontiguousarray(tokens, dtype="<u2").data)  # no copy of a 200 MB shard
-    os.replace(tmp, path)
+    # no copy of a 200 MB shard: the buffer is hashed and written as it is
+    return write_bytes(path, [header.tobytes(), np.ascontiguousarray(tokens, dtype="<u2").data])
 
 
 def read_header(path: str) -> int:
     """Validate the header of a .bin file and return its token count."""
     header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
     if header.size != HEADER_INTS or header[0] != MAGIC:
-        raise ValueError(f"{path}: not a .bin token file (bad magic)")
+        raise InputError("not a .bin token file (bad magic number)", path, "regenerate or re-download it")
     if header[1] != VERSION:
-        raise ValueError(f"{path}: unsupported .bin version {header[1]}")
+        raise InputError(f"unsupported .bin version {header[1]} (expected {VERSION})", path,
+                         "regenerate or re-download it")
     expected = HEADER_BYTES + 2 * int(header[2])
     if os.path.getsize(path) != expected:
-        raise ValueError(f"{path}: size {os.path.getsize(path)} != {expected} bytes the header announces")
+        raise InputError(f"the file has {os.path.getsize(path)} bytes, its header announces {expected}", path,
+                         "regenerate or re-download it")
     return int(header[2])
 
 
@@ -71,7 +73,7 @@ class ShardWriter:
         self.buffers = [np.empty(shard_size, dtype=np.uint16) for _ in name_patterns]
         self.fill = 0
         self.tokens_written = 0  # tokens in completed shards written by this writer
-        self.paths: list[str] = []
+        self.records: list[FileRecord] = []
 
     def add(self, *arrays: np.ndarray) -> None:
         n = len(arrays[0])
@@ -98,8 +100,7 @@ class ShardWriter:
         os.makedirs(self.out_dir, exist_ok=True)
         for pattern, buf in zip(self.name_patterns, self.buffers):
             path = os.path.join(self.out_dir, pattern.format(self.index))
-            write_bin(path, buf[:self.fill])
-            self.paths.append(path)
+            self.records.append(write_bin(path, buf[:self.fill]))
         self.tokens_written += self.fill
         self.fill = 0
         self.index += 1

@@ -13,13 +13,14 @@ import argparse
 import os
 import time
 
-from stacks_data import flags
-from stacks_data.files import human_bytes, torch_save, write_json
-from stacks_data.hub import upload_folder
+from stacks_data import flags, hub
+from stacks_data.errors import FlagError, InputError
+from stacks_data.files import human_bytes, torch_save
 from stacks_data.multiple_choice import arc_gold, check_mmlu_row, load_arc, load_mmlu, render_mc, shuffled
-from stacks_data.parquet import InputError
+from stacks_data.outputs import DatasetLock, StagedFolder
 from stacks_data.tokenizer import RustBPETokenizer
 
+STEP = "chat-eval"
 TASKS = ("MMLU", "ARC-Easy", "ARC-Challenge")
 MMLU_LETTERS = ("A", "B", "C", "D")
 SUBDIR = "chat_eval"
@@ -35,7 +36,7 @@ def mmlu_items(rows: list[dict]) -> list[dict]:
         try:
             check_mmlu_row(row)
         except ValueError as e:
-            raise InputError(f"{name}: {e}") from None
+            raise InputError(str(e), name) from None
         items.append({"name": name, "question": row["question"], "letters": list(MMLU_LETTERS),
                       "choices": row["choices"], "gold": row["answer"]})
     return items
@@ -48,7 +49,7 @@ def arc_items(rows: list[dict]) -> list[dict]:
         name = f"ARC item {row['id']}"
         texts, labels = row["choices"]["text"], row["choices"]["label"]
         if len(texts) != len(labels):
-            raise InputError(f"{name}: {len(texts)} choice texts but {len(labels)} labels {labels}")
+            raise InputError(f"{len(texts)} choice texts but {len(labels)} labels {labels}", name)
         items.append({"name": name, "question": row["question"], "letters": labels,
                       "choices": texts, "gold": arc_gold(row)})
     return items
@@ -75,8 +76,9 @@ def letter_token_id(tok: RustBPETokenizer, letter: str, item_name: str) -> int:
     """The single token the assistant's answer `letter` is; scoring compares one logit per letter."""
     ids = tok.encode(letter)
     if len(ids) != 1:
-        raise InputError(f"{item_name}: answer letter {letter!r} encodes to {len(ids)} tokens {ids}, "
-                         "expected exactly 1 (categorical eval reads one logit per letter)")
+        raise InputError(f"answer letter {letter!r} encodes to {len(ids)} tokens {ids}, expected exactly 1 "
+                         "(categorical eval reads one logit per letter)", item_name,
+                         "train the tokenizer with a vocabulary that has each letter as a token")
     return ids[0]
 
 
@@ -109,7 +111,8 @@ def tokenize_task(tok: RustBPETokenizer, label: str, items: list[dict], max_seq_
         })
         kept_letters.append(item["letters"])
     if not sequences:
-        raise SystemExit(f"error: {label}: all {len(items)} items are longer than --max-seq-len {max_seq_len}")
+        raise FlagError(f"all {len(items)} {label} items are longer than {max_seq_len} tokens", "--max-seq-len",
+                        "raise it")
     payload = {
         "task_type": "categorical",
         "label": label,
@@ -129,31 +132,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="items whose prompt is longer than this many tokens are skipped (and counted)")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    flags.check_common(args)
+    flags.check_at_least(args, "--max-seq-len", 1)
+    if args.hf_mirror:
+        flags.check_input_dir(args.hf_mirror, "--hf-mirror")
+    flags.check_tokenizer_exists(args)
+
+
 def run(args: argparse.Namespace) -> None:
-    flags.check_upload_flags(args)
-    if args.max_seq_len < 1:
-        raise SystemExit(f"error: --max-seq-len must be positive, got {args.max_seq_len}")
-    tok = flags.load_tokenizer(args)
-    out_dir = os.path.join(flags.dataset_dir(args), SUBDIR)
-    os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
-    manifest = []
-    for label in TASKS:
-        t = time.time()
-        items = load_task(label, args.hf_mirror)
-        payload, skipped = tokenize_task(tok, label, items, args.max_seq_len)
-        filename = f"{label}.pt"
-        path = os.path.join(out_dir, filename)
-        torch_save(payload, path)
-        manifest.append({"label": label, "file": filename, "task_type": "categorical",
-                         "num_examples": payload["num_examples"], "random_baseline": payload["random_baseline"],
-                         "num_skipped": skipped})
-        print(f"{label}: {len(items):,} items, {payload['num_examples']:,} kept, {skipped:,} skipped "
-              f"(> {args.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
-              f"{human_bytes(os.path.getsize(path))}, {time.time() - t:.1f}s")
-    write_json(os.path.join(out_dir, "config.json"),
-               {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(), "tasks": manifest})
-    total = sum(task["num_examples"] for task in manifest)
-    print(f"wrote {total:,} sequences in {len(manifest)} tasks to {out_dir} in {time.time() - t0:.1f}s")
-    if not args.skip_upload:
-        upload_folder(out_dir, flags.hub_repo_id(args), path_in_repo=SUBDIR)
+    dataset = flags.dataset_dir(args)
+    with DatasetLock(dataset, STEP):
+        tok = flags.load_tokenizer(args)
+        tasks = {label: load_task(label, args.hf_mirror) for label in TASKS}  # all inputs checked first
+        with StagedFolder(dataset, SUBDIR) as folder:
+            records, entries = [], []
+            for label, items in tasks.items():
+                t = time.time()
+                payload, skipped = tokenize_task(tok, label, items, args.max_seq_len)
+                records.append(torch_save(payload, os.path.join(folder.path, f"{label}.pt")))
+                entries.append({"label": label, "file": f"{label}.pt", "task_type": "categorical",
+                                "num_examples": payload["num_examples"],
+                                "random_baseline": payload["random_baseline"], "num_skipped": skipped})
+                print(f"{label}: {len(items):,} items, {payload['num_examples']:,} kept, {skipped:,} skipped "
+                      f"(> {args.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
+                      f"{human_bytes(records[-1].size)}, {time.time() - t:.1f}s")
+            config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
+                      "tokenizer_fingerprint": tok.fingerprint(), "tasks": entries}
+            manifest = folder.publish(STEP, config, records)
+        total = sum(task["num_examples"] for task in entries)
+        print(f"wrote {total:,} sequences in {len(entries)} tasks to {folder.final} in {time.time() - t0:.1f}s")
+        if not args.skip_upload:
+            hub.upload_dataset(dataset, flags.hub_repo_id(args), [manifest])

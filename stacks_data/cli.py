@@ -1,13 +1,21 @@
-"""`stacks-data <step> [flags]`: one subcommand per pipeline step."""
+"""`stacks-data <command> [flags]`: one subcommand per pipeline step, plus the dataset tools.
+
+This is the one place where errors become what the user sees: a UserError is one line
+`error: <what> (<where>): <what to do>` on stderr (exit 2 for flags, 1 for inputs and environment),
+Ctrl-C / SIGTERM one line and exit 130 / 143, and only our own bugs print a traceback (--debug shows
+one for every error).
+"""
 
 import argparse
 import importlib
+import signal
 import sys
+import traceback
+from stacks_data import __version__
+from stacks_data.errors import FlagError, UserError, WorkerError, from_os_error
 
-from stacks_data.download import DownloadError
-from stacks_data.parquet import InputError
-
-# subcommand -> module with add_arguments(parser) and run(args); the data/*.py scripts call these too
+# subcommand -> module with add_arguments(parser), check_args(args) and run(args); the data/*.py
+# scripts call these too
 STEPS = {
     "pretrain": "stacks_data.pretrain",
     "core-eval": "stacks_data.core_eval",
@@ -15,38 +23,92 @@ STEPS = {
     "chat-eval": "stacks_data.chat_eval",
 }
 
-# errors about the user's inputs or network: a one-line message, not a traceback
-USER_ERRORS = (DownloadError, InputError, FileNotFoundError)
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its errors as one-line FlagErrors instead of usage + message."""
+
+    def error(self, message: str):
+        flag, sep, what = message.partition(": ")
+        if sep and flag.startswith("argument "):
+            raise FlagError(what, flag[len("argument "):].split("/")[0], f"see {self.prog} --help")
+        raise FlagError(message, self.prog, f"see {self.prog} --help")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the step descriptions' paragraphs and lists; show every flag's default."""
+
+
+def step_parser(step: str, prog: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    module = importlib.import_module(STEPS[step])
+    parser = parser or ArgumentParser(prog=prog, description=module.__doc__, formatter_class=HelpFormatter)
+    module.add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of any error")
+    parser.set_defaults(module=module)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="stacks-data", description=__doc__)
-    commands = parser.add_subparsers(dest="step", required=True)
+    parser = ArgumentParser(prog="stacks-data", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"stacks-data {__version__}")
+    commands = parser.add_subparsers(dest="step", required=True, metavar="COMMAND")
     for name, module_name in STEPS.items():
-        module = importlib.import_module(module_name)
-        sub = commands.add_parser(name, help=module.__doc__.strip().splitlines()[0],
-                                  description=module.__doc__)
-        module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
-    args = parser.parse_args(argv)
-    _run_reporting_errors(args.run, args)
-
-
-def run_step(step: str, argv: list[str] | None = None) -> None:
-    """Run one step with its flags (errors propagate: for tests and programs)."""
-    module = importlib.import_module(STEPS[step])
-    parser = argparse.ArgumentParser(description=module.__doc__)
-    module.add_arguments(parser)
-    module.run(parser.parse_args(argv))
+        summary = importlib.import_module(module_name).__doc__.strip().splitlines()[0]
+        step_parser(name, f"stacks-data {name}", commands.add_parser(
+            name, help=summary, description=importlib.import_module(module_name).__doc__,
+            formatter_class=HelpFormatter))
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    sys.exit(_report_errors(lambda: _run(parser.parse_args(argv)), debug))
 
 
 def script(step: str) -> None:
     """Entry of a data/*.py script: the step, with the script's own name in --help."""
-    _run_reporting_errors(run_step, step, sys.argv[1:])
+    parser = step_parser(step, None)
+    sys.exit(_report_errors(lambda: _run(parser.parse_args()), "--debug" in sys.argv[1:]))
 
 
-def _run_reporting_errors(fn, *args) -> None:
+def run_step(step: str, argv: list[str] | None = None) -> None:
+    """Run one step with its flags; errors propagate (for tests and programs)."""
+    _run(step_parser(step, f"stacks-data {step}").parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> None:
+    args.module.check_args(args)  # every flag, alone and together, before any download or write
+    args.module.run(args)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds (and stops workers) like Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _report_errors(fn, debug: bool) -> int:
+    """Run fn; return the exit status, having reported any error the way the module docstring says."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
-        fn(*args)
-    except USER_ERRORS as e:
-        raise SystemExit(f"error: {e}") from None
+        fn()
+        return 0
+    except UserError as e:
+        return _user_error(e, debug)
+    except Terminated:
+        print("\nterminated: rerun the same command to resume", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as e:
+        user = from_os_error(e)
+        if user is None:
+            raise
+        return _user_error(user, debug)
+
+
+def _user_error(e: UserError, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+        if isinstance(e, WorkerError) and e.traceback:
+            print(f"in the worker:\n{e.traceback}", file=sys.stderr)
+    print(f"error: {e}", file=sys.stderr)
+    return e.exit_code

@@ -6,6 +6,8 @@ training and held-out shards. Baselines come from tiktoken; offline it needs the
 (TIKTOKEN_CACHE_DIR); a baseline it cannot load is reported and left out.
 """
 
+import os
+
 import tiktoken
 
 BASELINES = {"GPT-2": "gpt2", "GPT-4": "cl100k_base"}
@@ -46,15 +48,39 @@ SAMPLE_TEXTS = {
 }
 
 
-def load_baselines() -> tuple[dict[str, tiktoken.Encoding], list[str]]:
-    """The baseline encodings that can be loaded, and a note for each one that cannot."""
+# what tiktoken builds these encodings from, besides their rank files (tiktoken_ext/openai_public.py)
+BASELINE_SPECS = {
+    "gpt2": {"pat_str": r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s""",
+             "special_tokens": {"<|endoftext|>": 50256}},
+    "cl100k_base": {"pat_str": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+                    "special_tokens": {"<|endoftext|>": 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                                       "<|fim_suffix|>": 100260, "<|endofprompt|>": 100276}},
+}
+
+
+def load_baselines(baselines_dir: str | None = None) -> tuple[dict[str, tiktoken.Encoding], list[str]]:
+    """The baseline encodings that can be loaded, and a note for each one that cannot.
+
+    With baselines_dir, from the rank files <dir>/gpt2.tiktoken and <dir>/cl100k_base.tiktoken (the
+    format of tiktoken's load_tiktoken_bpe) and nothing else: the offline form. Without, tiktoken
+    fetches them (and caches them).
+    """
+    from tiktoken.load import load_tiktoken_bpe
+
     loaded, notes = {}, []
     for label, name in BASELINES.items():
+        path = os.path.join(baselines_dir, f"{name}.tiktoken") if baselines_dir else None
         try:
-            loaded[label] = tiktoken.get_encoding(name)
-        except Exception as e:  # offline: tiktoken cannot fetch the rank file
-            notes.append(f"{label} ({name}) unavailable: {type(e).__name__}; put tiktoken's cached files in "
-                         f"TIKTOKEN_CACHE_DIR to include it")
+            if path is None:
+                loaded[label] = tiktoken.get_encoding(name)
+            elif os.path.isfile(path):
+                loaded[label] = tiktoken.Encoding(name, mergeable_ranks=load_tiktoken_bpe(path), **BASELINE_SPECS[name])
+            else:
+                notes.append(f"{label} ({name}) left out: no {path}. Add its rank file there (tiktoken downloads it "
+                             f"from openaipublic.blob.core.windows.net/encodings/{name}.tiktoken) to include it.")
+        except Exception as e:  # offline: tiktoken cannot fetch the rank file; or a bad rank file
+            notes.append(f"{label} ({name}) left out: {type(e).__name__}. Pass --baselines-dir DIR with "
+                         f"{name}.tiktoken in it (the rank file tiktoken downloads) to include it offline.")
     return loaded, notes
 
 

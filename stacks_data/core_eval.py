@@ -27,16 +27,18 @@ import zipfile
 from dataclasses import dataclass
 
 import yaml
-from tqdm import tqdm
 
-from stacks_data import hub
+from stacks_data import flags, hub
 from stacks_data.download import download
-from stacks_data.files import human_bytes, remove_outputs, torch_save_plain, write_json
-from stacks_data.flags import (add_output_flags, add_workers_flag, check_upload_flags, dataset_dir,
-                               hub_repo_id, load_tokenizer, tokenizer_dir)
-from stacks_data.parallel import ordered_map
-from stacks_data.parquet import InputError
+from stacks_data.errors import InputError
+from stacks_data.files import human_bytes, torch_save_plain
+from stacks_data.outputs import DatasetLock, StagedFolder
+from stacks_data.parallel import ordered_map, worker_state
+from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
+
+STEP = "core-eval"
+SUBDIR = "core_eval"
 
 DEFAULT_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
@@ -45,7 +47,7 @@ FEWSHOT_SEED = 1234
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_output_flags(parser)
+    flags.add_output_flags(parser)
     parser.add_argument("--eval-bundle", default=None, metavar="DIR",
                         help="use this local eval bundle folder as it is (default: download it once "
                              "into <out-dir>/eval_bundle/)")
@@ -53,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to download eval_bundle.zip from (ignored with --eval-bundle)")
     parser.add_argument("--max-seq-len", type=int, default=2048,
                         help="longer sequences keep their last max-seq-len tokens")
-    add_workers_flag(parser)
+    flags.add_workers_flag(parser)
 
 
 # ---------------------------------------------------------------- the bundle
@@ -82,7 +84,8 @@ def fetch_bundle(url: str, out_dir: str, *, retries: int = 5, backoff: float = 1
         return final
     os.makedirs(out_dir, exist_ok=True)
     zip_path = final + ".zip"
-    download(url, zip_path, verify=check_zip, retries=retries, backoff=backoff)
+    download(url, zip_path, verify=check_zip, retries=retries, backoff=backoff,
+             offline="download eval_bundle.zip elsewhere, unzip it and pass --eval-bundle DIR/eval_bundle")
     # a fixed temp name: what a killed run left there is cleared by the next one
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -90,7 +93,7 @@ def fetch_bundle(url: str, out_dir: str, *, retries: int = 5, backoff: float = 1
         with zipfile.ZipFile(zip_path) as z:
             if "eval_bundle/core.yaml" not in z.namelist():
                 os.remove(zip_path)  # wrong content, not a transfer error: do not keep it
-                raise InputError(f"{url}: the zip has no eval_bundle/core.yaml")
+                raise InputError("the zip has no eval_bundle/core.yaml", url, "pass a CORE eval_bundle.zip (--eval-bundle-url) or a bundle folder (--eval-bundle)")
             z.extractall(tmp)
         os.replace(os.path.join(tmp, "eval_bundle"), final)
     finally:
@@ -119,12 +122,12 @@ def load_bundle(bundle_dir: str) -> list[Task]:
         config = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except FileNotFoundError:
-        raise InputError(f"{bundle_dir}: not an eval bundle (no core.yaml)") from None
+        raise InputError("not an eval bundle (no core.yaml)", bundle_dir, "pass the eval_bundle/ folder of eval_bundle.zip") from None
     except yaml.YAMLError as e:
-        raise InputError(f"{yaml_path}: malformed YAML ({e})") from None
+        raise InputError(f"malformed YAML ({e})", yaml_path) from None
     entries = config.get("icl_tasks") if isinstance(config, dict) else None
     if not isinstance(entries, list):
-        raise InputError(f"{yaml_path}: expected a top-level key 'icl_tasks' holding a list of tasks")
+        raise InputError("expected a top-level key 'icl_tasks' holding a list of tasks", yaml_path)
     # line numbers of the entries, for error messages (safe_load forgets them)
     nodes = next(v for k, v in root.value if k.value == "icl_tasks").value
     baselines = read_baselines(os.path.join(bundle_dir, "eval_meta_data.csv"))
@@ -133,7 +136,7 @@ def load_bundle(bundle_dir: str) -> list[Task]:
         where = f"{yaml_path}:{node.start_mark.line + 1}"
         task = _check_task(entry, where, bundle_dir, baselines)
         if task.label in seen:
-            raise InputError(f"{where}: task label {task.label!r} appears twice (it names the output file)")
+            raise InputError(f"task label {task.label!r} appears twice (it names the output file)", where)
         seen.add(task.label)
         tasks.append(task)
     return tasks
@@ -141,30 +144,30 @@ def load_bundle(bundle_dir: str) -> list[Task]:
 
 def _check_task(entry, where: str, bundle_dir: str, baselines: dict) -> Task:
     if not isinstance(entry, dict):
-        raise InputError(f"{where}: a task must be a mapping, got {type(entry).__name__}")
+        raise InputError(f"a task must be a mapping, got {type(entry).__name__}", where)
     missing = [key for key in ("label", "dataset_uri", "num_fewshot", "icl_task_type") if key not in entry]
     if missing:
-        raise InputError(f"{where}: task is missing key(s) {missing}")
+        raise InputError(f"task is missing key(s) {missing}", where)
     label = entry["label"]
     if not isinstance(label, str) or not label or "/" in label or label.startswith("."):
-        raise InputError(f"{where}: label {label!r} is not usable as a file name")
+        raise InputError(f"label {label!r} is not usable as a file name", where)
     task_type = entry["icl_task_type"]
     if task_type not in TASK_TYPES:
-        raise InputError(f"{where}: task {label!r}: unknown icl_task_type {task_type!r} "
-                         f"(expected one of {', '.join(TASK_TYPES)})")
+        raise InputError(f"task {label!r}: unknown icl_task_type {task_type!r} "
+                         f"(expected one of {', '.join(TASK_TYPES)})", where)
     shots = entry["num_fewshot"]
     shots = shots[0] if isinstance(shots, list) and shots else shots
     if not isinstance(shots, int) or isinstance(shots, bool) or shots < 0:
-        raise InputError(f"{where}: task {label!r}: num_fewshot must be [n] with n >= 0, got {entry['num_fewshot']!r}")
+        raise InputError(f"task {label!r}: num_fewshot must be [n] with n >= 0, got {entry['num_fewshot']!r}", where)
     delimiter = entry.get("continuation_delimiter", " ")
     if not isinstance(delimiter, str):
-        raise InputError(f"{where}: task {label!r}: continuation_delimiter must be a string")
+        raise InputError(f"task {label!r}: continuation_delimiter must be a string", where)
     path = os.path.join(bundle_dir, "eval_data", str(entry["dataset_uri"]))
     if not os.path.isfile(path):
-        raise InputError(f"{where}: task {label!r}: data file {path} not found")
+        raise InputError(f"task {label!r}: data file {path} not found", where)
     if label not in baselines:
-        raise InputError(f"{os.path.join(bundle_dir, 'eval_meta_data.csv')}: no row with Eval Task "
-                         f"{label!r} (task at {where})")
+        raise InputError(f"no row with Eval Task {label!r} (task at {where})",
+                         os.path.join(bundle_dir, "eval_meta_data.csv"))
     return Task(label, task_type, path, shots, delimiter, baselines[label], where)
 
 
@@ -173,19 +176,19 @@ def read_baselines(csv_path: str) -> dict[str, float]:
     try:
         f = open(csv_path, newline="", encoding="utf-8")
     except FileNotFoundError:
-        raise InputError(f"{csv_path}: not found (every eval bundle has one)") from None
+        raise InputError("not found (every eval bundle has one)", csv_path) from None
     with f:
         reader = csv.DictReader(f)
         columns = ("Eval Task", "Random baseline")
         if not reader.fieldnames or any(c not in reader.fieldnames for c in columns):
-            raise InputError(f"{csv_path}: expected columns {list(columns)}, got {reader.fieldnames}")
+            raise InputError(f"expected columns {list(columns)}, got {reader.fieldnames}", csv_path)
         out = {}
         for row in reader:
             try:
                 out[row["Eval Task"]] = float(row["Random baseline"])
             except (TypeError, ValueError):
-                raise InputError(f"{csv_path}:{reader.line_num}: Random baseline "
-                                 f"{row['Random baseline']!r} is not a number") from None
+                raise InputError(f"Random baseline {row['Random baseline']!r} is not a number",
+                                 f"{csv_path}:{reader.line_num}") from None
     return out
 
 
@@ -219,18 +222,18 @@ def load_examples(task: Task) -> list[Example]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise InputError(f"malformed JSON ({e.msg} at column {e.colno})", where) from None
             if not isinstance(row, dict):
-                raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                raise InputError(f"expected a JSON object, got {type(row).__name__}", where)
             missing = [key for key in _KEYS[task.task_type] if key not in row]
             if missing:
-                raise InputError(f"{where}: missing key(s) {missing} for a {task.task_type} task ({task.label})")
+                raise InputError(f"missing key(s) {missing} for a {task.task_type} task ({task.label})", where)
             examples.append(make(row, task.delimiter, line_no, where))
     if not examples:
-        raise InputError(f"{task.path}: no examples (task {task.label})")
+        raise InputError(f"no examples (task {task.label})", task.path)
     if len(examples) <= task.num_fewshot:
-        raise InputError(f"{task.path}: {len(examples)} examples, too few for {task.num_fewshot}-shot prompts "
-                         f"(task {task.label} at {task.where})")
+        raise InputError(f"{len(examples)} examples, too few for {task.num_fewshot}-shot prompts "
+                         f"(task {task.label} at {task.where})", task.path)
     return examples
 
 
@@ -241,14 +244,14 @@ _KEYS = {"multiple_choice": ("query", "choices", "gold"), "schema": ("context_op
 def _options(row: dict, key: str, where: str) -> list[str]:
     options = row[key]
     if not isinstance(options, list) or not options:
-        raise InputError(f"{where}: {key!r} must be a non-empty list")
+        raise InputError(f"{key!r} must be a non-empty list", where)
     return [_text(o) for o in options]
 
 
 def _gold(row: dict, n: int, key: str, where: str) -> int:
     gold = row["gold"]
     if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < n:
-        raise InputError(f"{where}: gold {gold!r} is not an index into {key!r} (which has {n} entries)")
+        raise InputError(f"gold {gold!r} is not an index into {key!r} (which has {n} entries)", where)
     return gold
 
 
@@ -347,15 +350,16 @@ def tokenize_task(task: Task, tok: RustBPETokenizer, max_seq_len: int) -> dict:
         else:
             without, with_ = parts
             if with_[:len(without)] != without or len(without) >= len(with_):
-                raise InputError(f"{where}: the prompt without the continuation does not tokenize to a "
-                                 f"strict prefix of the prompt with it (is the continuation empty?)")
+                raise InputError("the prompt without the continuation does not tokenize to a strict prefix "
+                                 "of the prompt with it (is the continuation empty?)", where)
             seqs, spans = seqs[1:], [(len(seqs[0]), len(seqs[1]))]
         for seq_idx, (tokens, (start, end)) in enumerate(zip(seqs, spans)):
             cut = len(tokens) - max_seq_len
             if cut > 0:
                 if start - cut < 0:
-                    raise InputError(f"{where}: sequence {seq_idx} has {len(tokens)} tokens; keeping the last "
-                                     f"{max_seq_len} would cut into the scored span (start {start})")
+                    raise InputError(f"sequence {seq_idx} has {len(tokens)} tokens; keeping the last "
+                                     f"{max_seq_len} would cut into the scored span (start {start})", where,
+                                     "raise --max-seq-len")
                 tokens, start, end = tokens[cut:], start - cut, end - cut
             sequences.append({"tokens": tokens, "start_idx": start, "end_idx": end,
                               "example_idx": idx, "seq_idx": seq_idx})
@@ -392,23 +396,19 @@ def _common_suffix(seqs: list[list[int]]) -> int:
 
 # ---------------------------------------------------------------- the step
 
-_tokenizer: RustBPETokenizer | None = None
-
-
-def _init_worker(tokenizer_dir: str) -> None:
-    global _tokenizer
-    _tokenizer = RustBPETokenizer.from_directory(tokenizer_dir)
-
 
 def _process_task(item: tuple[Task, str, int]) -> dict:
     """Worker: tokenize one task and write <out>/<label>.pt; returns its config.json entry + stats."""
     task, out_dir, max_seq_len = item
-    data = tokenize_task(task, _tokenizer, max_seq_len)
-    path = os.path.join(out_dir, f"{task.label}.pt")
-    torch_save_plain(data, path)
+    data = tokenize_task(task, worker_state(), max_seq_len)
+    record = torch_save_plain(data, os.path.join(out_dir, f"{task.label}.pt"))
     return {"label": task.label, "file": f"{task.label}.pt", "task_type": task.task_type,
             "num_examples": data["num_examples"], "num_sequences": len(data["sequences"]),
-            "_tokens": sum(len(s["tokens"]) for s in data["sequences"]), "_bytes": os.path.getsize(path)}
+            "_tokens": sum(len(s["tokens"]) for s in data["sequences"]), "_record": record}
+
+
+def _describe(item: tuple[Task, str, int]) -> str:
+    return f"task {item[0].label} ({item[0].path})"
 
 
 def _cost(task: Task) -> int:
@@ -416,36 +416,41 @@ def _cost(task: Task) -> int:
     return os.path.getsize(task.path) * (task.num_fewshot + 1)
 
 
-def run(args: argparse.Namespace) -> None:
-    check_upload_flags(args)
-    if args.max_seq_len < 1:
-        raise SystemExit("error: --max-seq-len must be at least 1")
-    t0 = time.time()
-    bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
-    tasks = load_bundle(bundle)
-    bos_id = load_tokenizer(args).get_bos_token_id()  # fails early if missing
-    out_dir = os.path.join(dataset_dir(args), "core_eval")
-    os.makedirs(out_dir, exist_ok=True)
-    # files of an earlier run (maybe with other tasks) would be uploaded and read beside the new ones
-    remove_outputs(out_dir, r".*\.pt|config\.json")
+def check_args(args: argparse.Namespace) -> None:
+    flags.check_common(args)
+    flags.check_at_least(args, "--max-seq-len", 1)
+    if args.eval_bundle:
+        flags.check_input_dir(args.eval_bundle, "--eval-bundle")
+    flags.check_tokenizer_exists(args)
 
-    # biggest tasks first, so that one does not start last and run alone; each task's file is the
-    # same whatever the order, and config.json lists them in core.yaml order
-    order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
-    items = [(tasks[i], out_dir, args.max_seq_len) for i in order]
-    results = ordered_map(_process_task, items, max(1, min(args.num_workers, len(tasks))),
-                          initializer=_init_worker, initargs=(tokenizer_dir(args),))
-    done = dict(zip(order, tqdm(results, total=len(tasks), desc="core eval tasks", unit="task")))
-    entries = [done[i] for i in range(len(tasks))]
-    write_json(os.path.join(out_dir, "config.json"), {
-        "max_seq_len": args.max_seq_len, "bos_id": bos_id,
-        "tasks": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries],
-    })
-    for e in entries:
-        print(f"  {e['label']:<34} {e['task_type']:<18} {e['num_examples']:>6} examples "
-              f"{e['num_sequences']:>6} seqs {e['_tokens']:>11,} tokens {human_bytes(e['_bytes']):>9}")
-    print(f"core eval: {len(entries)} tasks, {sum(e['num_examples'] for e in entries):,} examples, "
-          f"{sum(e['num_sequences'] for e in entries):,} sequences, {sum(e['_tokens'] for e in entries):,} "
-          f"tokens, {human_bytes(sum(e['_bytes'] for e in entries))} in {out_dir} ({time.time() - t0:.1f}s)")
-    if not args.skip_upload:
-        hub.upload_folder(out_dir, hub_repo_id(args), path_in_repo="core_eval")
+
+def run(args: argparse.Namespace) -> None:
+    t0 = time.time()
+    dataset = flags.dataset_dir(args)
+    with DatasetLock(dataset, STEP):
+        bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
+        tasks = load_bundle(bundle)
+        tok = flags.load_tokenizer(args)
+        with StagedFolder(dataset, SUBDIR) as folder:
+            # biggest tasks first, so that one does not start last and run alone; each task's file is the
+            # same whatever the order, and config.json lists them in core.yaml order
+            order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
+            items = [(tasks[i], folder.path, args.max_seq_len) for i in order]
+            results = ordered_map(_process_task, items, min(args.num_workers, len(tasks)),
+                                  setup=(RustBPETokenizer.from_directory, (flags.tokenizer_dir(args),)),
+                                  describe=_describe)
+            done = dict(zip(order, bar(iterable=results, total=len(tasks), desc="core eval tasks", unit="task")))
+            entries = [done[i] for i in range(len(tasks))]
+            config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
+                      "tokenizer_fingerprint": tok.fingerprint(),
+                      "tasks": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]}
+            manifest = folder.publish(STEP, config, [e["_record"] for e in entries])
+        for e in entries:
+            print(f"  {e['label']:<34} {e['task_type']:<18} {e['num_examples']:>6} examples "
+                  f"{e['num_sequences']:>6} seqs {e['_tokens']:>11,} tokens {human_bytes(e['_record'].size):>9}")
+        print(f"core eval: {len(entries)} tasks, {sum(e['num_examples'] for e in entries):,} examples, "
+              f"{sum(e['num_sequences'] for e in entries):,} sequences, {sum(e['_tokens'] for e in entries):,} "
+              f"tokens, {human_bytes(sum(e['_record'].size for e in entries))} in {folder.final} "
+              f"({time.time() - t0:.1f}s)")
+        if not args.skip_upload:
+            hub.upload_dataset(dataset, flags.hub_repo_id(args), [manifest])

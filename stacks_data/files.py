@@ -1,35 +1,61 @@
-"""Writing output files atomically: a temp name in the same folder, then a rename."""
+"""Writing output files: atomically (a temp name in the same folder, then a rename), hashed on the way.
 
+Every writer returns a FileRecord (path, size, sha256) computed from the bytes it wrote, so that a
+step's manifest costs no second read of its outputs.
+"""
+
+import hashlib
+import io
 import json
 import os
 import pickle
-import re
+from dataclasses import dataclass
+
+TMP_SUFFIX = ".tmp"  # an interrupted write leaves at most <name>.tmp, which the next run removes
 
 
-def write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    size: int
+    sha256: str
 
 
-def write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def write_bytes(path: str, chunks) -> FileRecord:
+    """Write the byte buffers `chunks` (bytes, memoryviews, arrays) to path, atomically, hashing them."""
+    digest, size = hashlib.sha256(), 0
+    tmp = path + TMP_SUFFIX
+    try:
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                digest.update(chunk)
+                size += f.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+    return FileRecord(path, size, digest.hexdigest())
 
 
-def torch_save(obj, path: str) -> None:
+def write_json(path: str, obj) -> FileRecord:
+    return write_bytes(path, [(json.dumps(obj, indent=2) + "\n").encode()])
+
+
+def write_text(path: str, text: str) -> FileRecord:
+    return write_bytes(path, [text.encode()])
+
+
+def torch_save(obj, path: str) -> FileRecord:
+    """torch.save(obj) to path. Serialized in memory first: the file is then written (and any
+    error raised, with its path) by us, not by torch's C++ writer."""
     import torch  # heavy: only the steps that write .pt files pay for it, not tokenizer workers
 
-    tmp = path + ".tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return write_bytes(path, [buffer.getbuffer()])
 
 
-def torch_save_plain(obj, path: str) -> None:
+def torch_save_plain(obj, path: str) -> FileRecord:
     """torch_save for payloads of plain Python objects (no tensors): the same bytes, ~10x faster.
 
     torch.save calls its Python persistent_id hook (which looks for tensor storages) on every
@@ -38,9 +64,9 @@ def torch_save_plain(obj, path: str) -> None:
     """
     import torch
 
-    tmp = path + ".tmp"
-    torch.save(obj, tmp, pickle_module=_PlainPickle)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, pickle_module=_PlainPickle)
+    return write_bytes(path, [buffer.getbuffer()])
 
 
 class _PlainPickler(pickle.Pickler):
@@ -57,17 +83,29 @@ class _PlainPickle:
     Unpickler = pickle.Unpickler
 
 
-def remove_outputs(folder: str, pattern: str) -> int:
-    """Remove the files in `folder` whose names fully match the regex `pattern`, and the temp files of
-    interrupted writes; returns how many. Outputs of an earlier run must never mix with new ones."""
-    if not os.path.isdir(folder):
-        return 0
-    regex = re.compile(pattern)
-    names = [n for n in os.listdir(folder)
-             if (regex.fullmatch(n) or n.endswith(".tmp")) and os.path.isfile(os.path.join(folder, n))]
-    for name in names:
-        os.remove(os.path.join(folder, name))
-    return len(names)
+def hash_file(path: str) -> FileRecord:
+    """The record of a file already on disk (read in 8 MB blocks)."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 23):
+            digest.update(block)
+            size += len(block)
+    return FileRecord(path, size, digest.hexdigest())
+
+
+def remove_temp_files(folder: str) -> None:
+    """Remove what interrupted writes left in `folder` (not recursive)."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.endswith(TMP_SUFFIX):
+                _remove_quietly(os.path.join(folder, name))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def human_bytes(n: float) -> str:

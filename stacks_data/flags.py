@@ -1,15 +1,29 @@
-"""Command-line flags shared by the pipeline steps."""
+"""Command-line flags shared by the pipeline steps, and the checks every step runs before any work."""
 
 import argparse
+import json
 import os
+import shutil
+import sys
 
-from stacks_data.tokenizer import RustBPETokenizer
+from stacks_data.errors import FlagError, InputError, OutputError
+from stacks_data.files import human_bytes
+from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
-DEFAULT_DATASET_NAME = "fineweb_edu_32k_8_370"
+DEFAULT_DATASET_NAME = "fineweb_edu_32k_8_370"  # step 1's name at its default flags
 
 
-def add_output_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset-name", default=DEFAULT_DATASET_NAME,
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, e.g. under taskset or a cgroup-aware
+    scheduler), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def add_output_flags(parser: argparse.ArgumentParser, default_name: str | None = DEFAULT_DATASET_NAME) -> None:
+    parser.add_argument("--dataset-name", default=default_name,
                         help="output folder name under --out-dir, and the hub dataset repo name")
     parser.add_argument("--out-dir", default="data", help="parent folder of <dataset-name>/")
     parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
@@ -22,15 +36,79 @@ def add_mirror_flag(parser: argparse.ArgumentParser) -> None:
                         help="read hub datasets from DIR/<owner>/<name>/<path in repo> instead of downloading")
 
 
-def add_workers_flag(parser: argparse.ArgumentParser, default: int | None = None) -> None:
-    parser.add_argument("--num-workers", type=int, default=default or os.cpu_count() or 1,
-                        help="worker processes (outputs are identical for any number)")
+def add_workers_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-workers", type=int, default=available_cpus(),
+                        help="worker processes (outputs are identical for any number); default: the CPUs "
+                             "this process may use")
 
 
-def check_upload_flags(args: argparse.Namespace) -> None:
-    """Fail before any work when an upload is wanted but has no destination."""
+# ------------------------------------------------------------------------------------ checks
+
+
+def check_at_least(args: argparse.Namespace, flag: str, low: int, high: int | None = None) -> None:
+    """FlagError unless low <= --flag (<= high)."""
+    value = getattr(args, flag.lstrip("-").replace("-", "_"))
+    if value < low or (high is not None and value > high):
+        bound = f"between {low:,} and {high:,}" if high is not None else f"at least {low:,}"
+        raise FlagError(f"must be {bound}, got {value:,}", flag, "see --help")
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """The flags every step has: upload destination, output folder, workers."""
     if not args.skip_upload and not args.hf_user:
-        raise SystemExit("error: uploading needs --hf-user USER (or $HF_USER); pass --skip-upload to skip it")
+        raise FlagError("uploading needs a hub user or organization", "--hf-user",
+                        "pass --hf-user USER (or set $HF_USER), or --skip-upload")
+    if hasattr(args, "num_workers"):
+        check_at_least(args, "--num-workers", 1)
+    if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
+        raise FlagError(f"{args.dataset_name!r} is not a folder name", "--dataset-name", "pass a plain name")
+    check_writable_dir(args.out_dir, "--out-dir")
+    check_output_folders(dataset_dir(args), tokenizer_dir(args))
+
+
+def check_output_folders(*paths: str) -> None:
+    """Output folders must be folders where they exist (a file there would fail a long run at its end)."""
+    for path in paths:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError("a file is in the way of an output folder", path, "move it away, or pick another "
+                              "--out-dir / --dataset-name")
+
+
+def check_writable_dir(path: str, flag: str) -> None:
+    """`path` is (or can be created as) a folder we can write in."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise FlagError(f"{existing} is a file, not a folder", flag, "pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FlagError(f"{existing} is not writable", flag, "pass a folder you can write to")
+
+
+def check_input_dir(path: str, flag: str) -> None:
+    if not os.path.isdir(path):
+        raise FlagError(f"{path} is not a folder" if os.path.exists(path) else f"{path} does not exist", flag,
+                        "pass an existing folder (a typo?)")
+
+
+def check_input_file(path: str, flag: str) -> None:
+    if not os.path.isfile(path):
+        raise FlagError(f"{path} is not a file" if os.path.exists(path) else f"{path} does not exist", flag,
+                        "pass an existing file")
+
+
+def warn_if_short_of_disk(path: str, needed: int, what: str) -> None:
+    """A warning (not an error: estimates are rough) when `path`'s disk has less free than `needed`."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        print(f"warning: {what} needs about {human_bytes(needed)}, {existing} has {human_bytes(free)} free",
+              file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------ paths
 
 
 def dataset_dir(args: argparse.Namespace) -> str:
@@ -45,5 +123,22 @@ def tokenizer_dir(args: argparse.Namespace) -> str:
     return os.path.join(dataset_dir(args), "tokenizer")
 
 
-def load_tokenizer(args: argparse.Namespace) -> RustBPETokenizer:
-    return RustBPETokenizer.from_directory(tokenizer_dir(args))
+def check_tokenizer_exists(args: argparse.Namespace) -> None:
+    """Steps 2-4 need step 1's tokenizer: say where it is missing and which datasets have one."""
+    if os.path.isfile(os.path.join(tokenizer_dir(args), TOKENIZER_FILE)):
+        return
+    found = sorted(name for name in (os.listdir(args.out_dir) if os.path.isdir(args.out_dir) else [])
+                   if os.path.isfile(os.path.join(args.out_dir, name, "tokenizer", TOKENIZER_FILE)))
+    hint = f", or pass --dataset-name {' / '.join(found)} (found in {args.out_dir})" if found else ""
+    raise InputError("no tokenizer", os.path.join(tokenizer_dir(args), TOKENIZER_FILE),
+                     f"run step 1 first (python data/dataset_and_vocab.py){hint}")
+
+
+def load_tokenizer(args: argparse.Namespace):
+    """Step 1's tokenizer, loaded safely and checked against the dataset's config.json when it has one."""
+    config_path = os.path.join(dataset_dir(args), "config.json")
+    sha256 = None
+    if os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            sha256 = json.load(f).get("tokenizer_sha256")
+    return RustBPETokenizer.from_directory(tokenizer_dir(args), sha256=sha256)

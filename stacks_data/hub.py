@@ -12,13 +12,14 @@ import json
 import os
 import posixpath
 
-from huggingface_hub import HfApi
-
-from stacks_data.download import download
+from stacks_data.download import check_reachable, download, hub_endpoint, token_for
+from stacks_data.errors import InputError, NetworkError
 from stacks_data.files import write_json
 from stacks_data.parquet import open_parquet
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
+# huggingface_hub reads this at import: without it, its first request of a process asks the hub about
+# AI agents, a network round trip (or a DNS failure offline) that nothing here needs
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def cache_root() -> str:
@@ -30,13 +31,26 @@ def default_cache_dir() -> str:
     return os.path.join(cache_root(), "hub")
 
 
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
-
-
 def resolve_url(repo_id: str, path: str, endpoint: str | None = None) -> str:
     """URL of a file in a dataset repo (main branch)."""
     return f"{endpoint or hub_endpoint()}/datasets/{repo_id}/resolve/main/{path}"
+
+
+def hf_api(endpoint: str | None = None):
+    """An HfApi for `endpoint` that sends HF_TOKEN only where download.token_for allows, and whose
+    retry chatter stays out of the user's terminal (our errors say what failed)."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    endpoint = endpoint or hub_endpoint()
+    return HfApi(endpoint=endpoint, token=token_for(endpoint) or False)
+
+
+def offline_hint(repo_id: str, pattern: str) -> str:
+    return (f"pass --hf-mirror DIR with {repo_id}/{pattern} in it (`hf download {repo_id} --repo-type dataset "
+            f"--local-dir DIR/{repo_id}`), or run once with network: later runs (also with HF_HUB_OFFLINE=1) "
+            "use the cache")
 
 
 def dataset_files(repo_id: str, pattern: str, *, mirror: str | None = None,
@@ -44,40 +58,72 @@ def dataset_files(repo_id: str, pattern: str, *, mirror: str | None = None,
     """Local paths of the files of `repo_id` matching `pattern` (e.g. "data/train-*.parquet"), in name order.
 
     With `mirror`, they are read from `mirror/<repo_id>/`; otherwise they are listed on the hub and
-    downloaded once into the cache.
+    downloaded once into the cache. Without network (or with HF_HUB_OFFLINE=1) a complete earlier
+    download is used as it is.
     """
     if mirror is not None:
         paths = sorted(glob.glob(os.path.join(mirror, repo_id, pattern)))
         if not paths:
-            raise FileNotFoundError(f"no file matches {os.path.join(mirror, repo_id, pattern)} in the mirror")
+            raise InputError("no file matches in the mirror", os.path.join(mirror, repo_id, pattern),
+                             f"download {repo_id} there (`hf download {repo_id} --repo-type dataset "
+                             f"--local-dir {os.path.join(mirror, repo_id)}`)")
         return paths
     endpoint = endpoint or hub_endpoint()
     cache_dir = cache_dir or default_cache_dir()
-    token = os.environ.get("HF_TOKEN")
+    offline = offline_hint(repo_id, pattern)
     # the last listing is kept, so that a later run without network can still use a complete cache
     listing = os.path.join(cache_dir, repo_id, ".listings", pattern.replace("/", "__") + ".json")
     try:
-        api = HfApi(endpoint=endpoint, token=token)
-        names = sorted(
-            entry.path for entry in api.list_repo_tree(repo_id, path_in_repo=posixpath.dirname(pattern) or None,
-                                                       repo_type="dataset")
-            if fnmatch.fnmatch(entry.path, pattern) and getattr(entry, "size", None) is not None
-        )
-    except Exception as e:  # offline or hub down (huggingface_hub raises many error types)
+        names = list_files(repo_id, pattern, offline=offline, endpoint=endpoint)
+    except NetworkError as e:
         cached = json.load(open(listing)) if os.path.exists(listing) else []
         if not cached or not all(os.path.exists(os.path.join(cache_dir, repo_id, n)) for n in cached):
             raise
-        print(f"{endpoint} unreachable ({type(e).__name__}): using the cached {repo_id} {pattern}")
+        print(f"{e.what}: using the cached {repo_id} {pattern}")
         return [os.path.join(cache_dir, repo_id, n) for n in cached]
     if not names:
-        raise FileNotFoundError(f"no file of dataset {repo_id} on {endpoint} matches {pattern}")
+        raise InputError(f"no file of dataset {repo_id} matches {pattern}", endpoint, "check the repo and pattern")
     os.makedirs(os.path.dirname(listing), exist_ok=True)
     write_json(listing, names)
     return [
-        download(resolve_url(repo_id, name, endpoint), os.path.join(cache_dir, repo_id, name), token=token,
+        download(resolve_url(repo_id, name, endpoint), os.path.join(cache_dir, repo_id, name), offline=offline,
                  verify=_check_parquet if name.endswith(".parquet") else None)
         for name in names
     ]
+
+
+def list_files(repo_id: str, pattern: str, *, offline: str, endpoint: str | None = None) -> list[str]:
+    """The paths of the dataset repo's files matching `pattern`, in name order; NetworkError (naming
+    `offline`, what to do instead) when the hub cannot say."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    endpoint = endpoint or hub_endpoint()
+    if constants.is_offline_mode():
+        raise NetworkError("HF_HUB_OFFLINE is set and the cache is incomplete", f"{repo_id} {pattern}", offline)
+    check_reachable(endpoint, offline)
+    # list from the deepest folder the pattern fixes, recursively: "data/*.parquet" lists data/
+    fixed = posixpath.dirname(pattern.split("*")[0].split("?")[0].split("[")[0])
+    try:
+        entries = hf_api(endpoint).list_repo_tree(repo_id, path_in_repo=fixed or None, recursive=True,
+                                                  repo_type="dataset")
+        return sorted(e.path for e in entries
+                      if fnmatch.fnmatch(e.path, pattern) and getattr(e, "size", None) is not None)
+    except OfflineModeIsEnabled:
+        raise NetworkError("HF_HUB_OFFLINE is set and the cache is incomplete", f"{repo_id} {pattern}", offline) from None
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise NetworkError(f"the hub answered HTTP {status} listing {repo_id}", f"{endpoint} {pattern}",
+                           offline) from None
+    except Exception as e:
+        # a connection reset or timeout comes as the HTTP client's own exception type, whichever
+        # client this huggingface_hub version uses
+        if not isinstance(e, OSError) and type(e).__module__.split(".")[0] not in _HTTP_CLIENTS:
+            raise
+        raise NetworkError(f"the hub could not be reached ({type(e).__name__}: {e})", endpoint, offline) from None
+
+
+_HTTP_CLIENTS = {"httpx", "httpx2", "httpcore", "requests", "urllib3"}
 
 
 def _check_parquet(path: str) -> None:
@@ -85,23 +131,32 @@ def _check_parquet(path: str) -> None:
     open_parquet(path, [])
 
 
-# never uploaded: temp files of an interrupted write, partial downloads, progress files
-UPLOAD_IGNORE = ["*.tmp", "*.part", ".*", "*/.*"]
+def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None = None,
+                   dry_run: bool = False) -> list[dict]:
+    """Upload what `manifests` list (default: every step's manifest in dataset_dir), and the manifests
+    themselves, to the dataset repo `repo_id` (created if missing) in one commit; returns the files.
 
+    Only listed files go up: never temp files, progress files, locks, or another step's folder.
+    """
+    from stacks_data.manifest import find_manifests, read_manifest, relative
 
-def upload_folder(local_dir: str, repo_id: str, *, path_in_repo: str | None = None,
-                  allow_patterns: list[str] | None = None) -> None:
-    """Upload a folder (or the files of it matching allow_patterns) to the dataset repo `repo_id`
-    (created if missing), using HF_TOKEN when set."""
-    api = HfApi(token=os.environ.get("HF_TOKEN"))
+    manifests = manifests if manifests is not None else find_manifests(dataset_dir)
+    if not manifests:
+        raise InputError("no manifest.json: nothing a step finished", dataset_dir,
+                         "run the steps first (each writes its manifest when it completes)")
+    files = []
+    for path in manifests:
+        files += read_manifest(path)["files"]
+        files.append({"path": relative(path, dataset_dir), "size": os.path.getsize(path)})
+    if dry_run:
+        return files
+    api = hf_api()
     api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
     api.upload_folder(
         repo_id=repo_id,
         repo_type="dataset",
-        folder_path=local_dir,
-        path_in_repo=path_in_repo,
-        allow_patterns=allow_patterns,
-        ignore_patterns=UPLOAD_IGNORE,
-        commit_message=f"stacks-data: upload {path_in_repo or 'dataset'}",
+        folder_path=dataset_dir,
+        allow_patterns=[glob.escape(f["path"]) for f in files],  # exactly these files: a name is not a pattern
+        commit_message=f"stacks-data: upload {len(files)} files",
     )
-    print(f"uploaded {local_dir} to https://huggingface.co/datasets/{repo_id}/tree/main/{path_in_repo or ''}")
+    return files

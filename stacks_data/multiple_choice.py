@@ -6,8 +6,9 @@ Shared by the SFT mixture and the chat eval, so both see the exact same prompt t
 
 import numpy as np
 
+from stacks_data.errors import InputError
 from stacks_data.hub import dataset_files
-from stacks_data.parquet import InputError, read_rows
+from stacks_data.parquet import read_rows
 
 MMLU_REPO = "cais/mmlu"
 ARC_REPO = "allenai/ai2_arc"
@@ -67,5 +68,5 @@ def arc_gold(row: dict) -> int:
     """Index of the answer key among the item's labels."""
     labels = row["choices"]["label"]
     if row["answerKey"] not in labels:
-        raise InputError(f"ARC item {row['id']}: answerKey {row['answerKey']!r} is not one of the labels {labels}")
+        raise InputError(f"answerKey {row['answerKey']!r} is not one of the labels {labels}", f"ARC item {row['id']}")
     return labels.index(row["answerKey"])

@@ -5,34 +5,122 @@ Steps are plain functions of one item; this module decides where they run. At mo
 `2 * num_workers` items are in flight, so memory stays bounded however many items there are, and
 results come back in item order, so outputs do not depend on the number of workers.
 With num_workers == 1 everything runs in this process (same results, no IPC).
+
+What every step gets from here, whatever it does:
+- an error in a worker reaches the main process as one line naming the work item (`describe(item)`),
+  never as a BaseException that does not pickle (a Rust panic) or a bare traceback;
+- workers never outlive the main process: each holds the read end of a "lifeline" pipe whose only
+  write end is the main process's, and exits the moment it closes, whether the main process finished,
+  failed, was interrupted or was killed with SIGKILL. The forkserver and the resource tracker then
+  see their last client gone and exit too;
+- Ctrl-C is the main process's business: workers ignore SIGINT, so it prints no worker tracebacks.
 """
 
 import collections
 import multiprocessing
+import os
+import signal
+import threading
+import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
 
+from stacks_data.errors import UserError, WorkerError
 
-def ordered_map(fn: Callable, items: Iterable, num_workers: int,
-                initializer: Callable | None = None, initargs: tuple = ()) -> Iterator:
+
+def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None = None,
+                describe: Callable = repr) -> Iterator:
+    """fn(item) for every item, in order.
+
+    setup = (factory, args): factory(*args) runs once per worker process (e.g. loads the tokenizer);
+    fn reads its result with worker_state(). describe(item) names an item in error messages.
+    """
+    global _state
     if num_workers < 1:
         raise ValueError("num_workers must be at least 1")
     if num_workers == 1:
-        if initializer is not None:
-            initializer(*initargs)
-        yield from map(fn, items)
+        _state = setup[0](*setup[1]) if setup else None
+        try:
+            for item in items:
+                yield _named(run_item, (fn, item), item, describe)
+        finally:
+            _state = None
         return
     # forkserver, not fork: the parent may hold rayon/arrow threads whose locks a forked child would
     # inherit; the server is a fresh single-threaded process (with the step's module imported once)
     # that forks the workers, so they start in milliseconds instead of re-importing everything
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([fn.__module__])
-    with ProcessPoolExecutor(num_workers, mp_context=context, initializer=initializer,
-                             initargs=initargs) as pool:
+    lifeline, keep_alive = context.Pipe(duplex=False)
+    pool = ProcessPoolExecutor(num_workers, mp_context=context, initializer=_start_worker,
+                               initargs=(lifeline, setup))
+    try:
         pending = collections.deque()
         for item in items:
-            pending.append(pool.submit(fn, item))
+            pending.append((pool.submit(run_item, fn, item), item))
             if len(pending) >= 2 * num_workers:
-                yield pending.popleft().result()
+                future, done = pending.popleft()
+                yield _named(future.result, (), done, describe)
         while pending:
-            yield pending.popleft().result()
+            future, done = pending.popleft()
+            yield _named(future.result, (), done, describe)
+    except BaseException:
+        # failed, interrupted or abandoned by the consumer: stop the workers now rather than letting
+        # them finish items nobody will read
+        keep_alive.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    keep_alive.close()
+
+
+def run_item(fn: Callable, item):
+    """fn(item), with any error but a UserError turned into a WorkerError (strings only: it pickles)."""
+    try:
+        if _init_error is not None:
+            raise _init_error
+        return fn(item)
+    except UserError:
+        raise
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # BaseException: a pyo3 PanicException is one
+        raise WorkerError(f"{type(e).__name__}: {e}", traceback=traceback.format_exc()) from None
+
+
+def _named(get: Callable, args: tuple, item, describe: Callable):
+    """get(*args), a WorkerError from it named after the item (in the main process: describe need
+    not pickle)."""
+    try:
+        return get(*args)
+    except WorkerError as e:
+        if e.where:
+            raise
+        raise WorkerError(e.what, f"while processing {describe(item)}", e.todo, e.traceback) from None
+
+
+_state = None  # this process's setup result: see worker_state()
+_init_error: BaseException | None = None  # the setup's error, raised by this worker's first item
+
+
+def worker_state():
+    """In a step function run by ordered_map: what the map's setup factory returned in this process."""
+    return _state
+
+
+def _start_worker(lifeline, setup: tuple[Callable, tuple] | None) -> None:
+    global _state, _init_error
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
+    try:
+        _state = setup[0](*setup[1]) if setup else None
+    except BaseException as e:  # the pool would print it and break: report it with the first item instead
+        _init_error = e
+
+
+def _exit_with_parent(lifeline) -> None:
+    try:
+        lifeline.recv_bytes()  # nothing is ever sent: this returns only when the write end closes
+    except (EOFError, OSError):
+        pass
+    os._exit(1)

@@ -1,24 +1,23 @@
 """Reading parquet inputs, with errors that name the file, the row and the column."""
 
+import hashlib
+import os
 from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-class InputError(ValueError):
-    """Bad input data: the message names the file and, where known, row and field."""
-
+from stacks_data.errors import InputError
 
 def open_parquet(path: str, columns: list[str]) -> pq.ParquetFile:
     """Open a parquet file and check that it has `columns`."""
     try:
         pf = pq.ParquetFile(path)
     except (OSError, pa.ArrowException) as e:
-        raise InputError(f"{path}: not a readable parquet file ({e})") from None
+        raise InputError(f"not a readable parquet file ({e})", path) from None
     missing = [c for c in columns if c not in pf.schema_arrow.names]
     if missing:
-        raise InputError(f"{path}: missing column(s) {missing}; it has {pf.schema_arrow.names}")
+        raise InputError(f"missing column(s) {missing}; it has {pf.schema_arrow.names}", path)
     return pf
 
 
@@ -28,29 +27,46 @@ def read_rows(path: str, columns: list[str]) -> list[dict]:
     try:
         return pf.read(columns=columns).to_pylist()
     except (OSError, pa.ArrowException) as e:
-        raise InputError(f"{path}: cannot read ({e})") from None
+        raise InputError(f"cannot read it ({e})", path) from None
+
+
+def read_texts(pf: pq.ParquetFile, path: str, group: int, first_row: int, column: str = "text") -> list[str]:
+    """The texts of one row group: every value a non-null string, or an error naming the row."""
+    try:
+        array = pf.read_row_group(group, columns=[column], use_threads=False).column(column)
+    except (OSError, pa.ArrowException) as e:  # e.g. a corrupt data page under an intact footer
+        raise InputError(f"cannot read row group {group} ({e})", f"{path} rows {first_row}+") from None
+    check_texts(array, path, first_row, column)
+    return array.to_pylist()
 
 
 def iter_texts(path: str, column: str = "text") -> Iterator[tuple[int, list[str]]]:
-    """(first row index, texts) per row group of a one-document-per-row parquet file.
-
-    Every value must be a non-null string; the error names the offending row.
-    """
+    """(first row index, texts) per row group of a one-document-per-row parquet file."""
     pf = open_parquet(path, [column])
     row = 0
     for group in range(pf.num_row_groups):
-        try:
-            array = pf.read_row_group(group, columns=[column]).column(column)
-        except (OSError, pa.ArrowException) as e:
-            raise InputError(f"{path}: cannot read row group {group} ({e})") from None
-        check_texts(array, path, row, column)
-        yield row, array.to_pylist()
-        row += len(array)
+        texts = read_texts(pf, path, group, row, column)
+        yield row, texts
+        row += len(texts)
 
 
 def check_texts(array: pa.ChunkedArray, path: str, first_row: int, column: str) -> None:
     if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        raise InputError(f"{path}: column {column!r} has type {array.type}, expected string")
+        raise InputError(f"column {column!r} has type {array.type}, expected string", path)
     if array.null_count:
         nulls = array.is_null().to_pylist()
-        raise InputError(f"{path}: row {first_row + nulls.index(True)}: {column!r} is null, expected a string")
+        raise InputError(f"{column!r} is null, expected a string", f"{path} row {first_row + nulls.index(True)}")
+
+
+def file_identity(path: str) -> str:
+    """A cheap content identity of a parquet file: its size and a hash of its footer (the file's last
+    bytes: the metadata with every column chunk's offset, size and statistics). Another file under the
+    same name has another identity."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 8))
+        end = f.read()
+        length = int.from_bytes(end[:4], "little") + 8 if end[4:] == b"PAR1" else len(end)
+        f.seek(max(0, size - length))
+        footer = f.read()
+    return f"{size}:{hashlib.sha256(footer).hexdigest()[:32]}"

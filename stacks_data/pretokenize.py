@@ -3,162 +3,249 @@ Pre-tokenizing parquet documents into .bin shards: the hot path of the pretraini
 
 Work items are parquet row groups, tokenized in worker processes (stacks_data.parallel) and packed
 in order, so the shards are the same for any number of workers. Each document becomes <|bos|> + its
-tokens; the stream is cut into shards of exactly shard_size tokens. After every shard the position in
-the stream is saved, so a restart re-tokenizes at most one row group's worth of finished work.
+tokens; the stream is cut into shards of exactly shard_size tokens. Validation (the last file) is
+packed first and its last shard flushed however short; then train.
+
+Resuming. The progress file holds, per split, one entry per finished shard: where in the input the
+shard ended (file, row group, and how many of that row group's tokens it took), the counts before
+that row group, and the shard's size and sha256 (for the manifest). A restart continues after the
+last entry, re-tokenizing at most one row group of finished work. It also holds the identity (size
+and footer hash) of every input file consumed: a file whose content changed under the same name
+rolls the split back to the last shard that ended before that file's first token.
 """
 
+import collections
 import json
 import os
+import re
 import time
 
 import numpy as np
-from tqdm import tqdm
 
 from stacks_data.binfile import ShardWriter
-from stacks_data.files import human_bytes, remove_outputs, write_json
-from stacks_data.parallel import ordered_map
-from stacks_data.parquet import check_texts, open_parquet
+from stacks_data.files import human_bytes, write_json
+from stacks_data.parallel import ordered_map, worker_state
+from stacks_data.parquet import file_identity, open_parquet, read_texts
+from stacks_data.progress import bar, say
 from stacks_data.tokenizer import RustBPETokenizer
 
 STATE_FILE = ".pretokenize.json"  # progress, for resuming; lives in the dataset folder, not uploaded
-SHARD_NAME = r"(train|val)_\d{6}\.bin"
-
-_worker_tok = None
-
-
-def _init_worker(tokenizer_dir: str) -> None:
-    global _worker_tok
-    _worker_tok = RustBPETokenizer.from_directory(tokenizer_dir)
+SHARD_FILE = re.compile(r"(train|val)_\d{6}\.bin")
+SPLITS = ("val", "train")
 
 
-def row_groups(paths: list[str]) -> list[tuple[str, int, int]]:
-    """The work items of a split: (path, row group, index of its first row), in stream order."""
-    tasks = []
-    for path in paths:
-        metadata = open_parquet(path, ["text"]).metadata
-        first_row = 0
-        for group in range(metadata.num_row_groups):
-            tasks.append((path, group, first_row))
-            first_row += metadata.row_group(group).num_rows
-    return tasks
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.bin"
 
 
-def tokenize_row_group(task: tuple[str, int, int]) -> tuple[np.ndarray, int, int]:
+# ------------------------------------------------------------------------------------ worker
+
+
+def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int, int]:
     """(tokens, documents, characters) of one parquet row group: each document is <|bos|> + its tokens."""
-    path, group, first_row = task
-    # one thread: a worker is one core's worth of work, the pool provides the parallelism
-    column = open_parquet(path, ["text"]).read_row_group(group, columns=["text"], use_threads=False).column("text")
-    check_texts(column, path, first_row, "text")
-    texts = column.to_pylist()
-    core = _worker_tok.enc._core_bpe
-    bos = np.array([_worker_tok.get_bos_token_id()], dtype=np.uint32)
-    # encode_to_tiktoken_buffer with no allowed specials == encode_ordinary, but hands back a buffer:
+    path, group, first_row, column = task
+    tok: RustBPETokenizer = worker_state()
+    texts = read_texts(open_parquet(path, [column]), path, group, first_row, column)
+    bos = np.array([tok.get_bos_token_id()], dtype=np.uint32)
+    # encode_to_numpy with no special tokens allowed == encode_ordinary, but hands back a buffer:
     # no Python int per token
     pieces = []
     for text in texts:
         pieces.append(bos)
-        pieces.append(np.frombuffer(core.encode_to_tiktoken_buffer(text, set()), dtype=np.uint32))
+        pieces.append(tok.enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
     tokens = np.concatenate(pieces).astype(np.uint16) if pieces else np.empty(0, np.uint16)
     return tokens, len(texts), sum(map(len, texts))
 
 
-def pretokenize(tok: RustBPETokenizer, tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int,
-                num_workers: int, keep_partial: bool, state_path: str) -> dict:
-    """Tokenize val (the last path) then train (the others) into shards; resumes from state_path.
+def describe_task(task: tuple[str, int, int, str]) -> str:
+    path, group, first_row, _ = task
+    return f"{path} row group {group} (rows from {first_row})"
 
-    Returns per split: shards, tokens, dropped_tokens, documents, chars, bytes.
+
+# ------------------------------------------------------------------------------------ progress
+
+
+class Progress:
+    """The progress file: {"key": settings, "files": {name: identity}, "splits": {split: {...}}}."""
+
+    def __init__(self, path: str, key: dict):
+        self.path = path
+        self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
+
+    @staticmethod
+    def read_key(path: str) -> dict | None:
+        """The settings an existing progress file was made with (None: there is none)."""
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f).get("key")
+
+    def load(self) -> None:
+        with open(self.path, encoding="utf-8") as f:
+            self.state = json.load(f)
+
+    def save(self) -> None:
+        write_json(self.path, self.state)
+
+    def split(self, split: str) -> dict:
+        return self.state["splits"][split]
+
+    def complete(self) -> bool:
+        return all("result" in self.split(split) for split in SPLITS)
+
+
+def split_files(paths: list[str]) -> dict[str, list[str]]:
+    """Validation is the last file, train the others."""
+    return {"val": paths[-1:], "train": paths[:-1]}
+
+
+def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
+    """Make the progress file true of the folder and the inputs, before anything is tokenized.
+
+    Per split: an input file whose content changed since it was tokenized rolls the split back to the
+    last shard that ended before that file; so does a shard file that is missing or has another size;
+    shard files after the last recorded one (written just before a crash) are removed.
     """
-    run_key = {"tokenizer": tok.fingerprint(), "files": [os.path.basename(p) for p in paths],
-               "shard_size": shard_size, "keep_partial": keep_partial, "bin_dir": os.path.abspath(bin_dir)}
-    state = json.load(open(state_path)) if os.path.exists(state_path) else None
-    if state is None or state["key"] != run_key:
-        # shards a progress file does not vouch for (other settings, another tokenizer, an older
-        # --bin-subdir, or no progress file at all) are removed, never mixed with fresh ones
-        old_dirs = {bin_dir, state["key"]["bin_dir"]} if state else {bin_dir}
-        removed = sum(remove_outputs(d, SHARD_NAME) for d in old_dirs)
-        removed += remove_outputs(os.path.dirname(state_path), r"config\.json")  # it described them
-        if removed:
-            print(f"removed {removed} files of an earlier run with other settings")
-        state = {"key": run_key, "splits": {}}
-    os.makedirs(bin_dir, exist_ok=True)
+    for split, files in split_files(paths).items():
+        done = progress.split(split)
+        for index, path in enumerate(files):
+            known = progress.state["files"].get(os.path.basename(path))
+            if known is not None and os.path.exists(path) and file_identity(path) != known:
+                say(f"{os.path.basename(path)} changed since it was tokenized: redoing {split} from there")
+                _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
+                break
+        for i, shard in enumerate(done["shards"]):
+            path = os.path.join(bin_dir, shard_name(split, i))
+            if not os.path.isfile(path) or os.path.getsize(path) != shard["size"]:
+                _keep(progress, split, i)
+                break
+        kept = len(done["shards"])
+        for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
+            match = SHARD_FILE.fullmatch(name)
+            if match and match.group(1) == split and int(name[len(split) + 1:-4]) >= kept:
+                os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard
 
-    packers = [SplitPacker(split, row_groups(split_paths), bin_dir, shard_size, keep_partial or split == "val",
-                           state, state_path)
-               for split, split_paths in (("val", paths[-1:]), ("train", paths[:-1]))]
-    # one pool for both splits, so workers start once; val's tasks come first and it is flushed on its own
-    work = [(packer, index) for packer in packers for index in packer.remaining()]
-    t0, new_tokens = time.time(), 0
-    progress = tqdm(total=sum(len(p.tasks) for p in packers), desc="tokenize", unit="rowgroup",
-                    initial=sum(len(p.tasks) for p in packers) - len(work))
-    results = ordered_map(tokenize_row_group, [packer.tasks[index] for packer, index in work], num_workers,
-                          _init_worker, (tokenizer_dir,))
-    for (packer, index), result in zip(work, results):
-        new_tokens += packer.add(index, *result)
-        progress.update()
-        progress.set_postfix(tok_per_s=f"{new_tokens / max(time.time() - t0, 1e-9):,.0f}")
-    progress.close()
-    stats = {packer.split: packer.finish() for packer in packers}
-    seconds = time.time() - t0
-    print(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s this run ({new_tokens / max(seconds, 1e-9):,.0f} tok/s)")
-    return stats
+
+def _keep(progress: Progress, split: str, n: int) -> None:
+    """Keep the first n shards of a split as finished work, forget the rest."""
+    done = progress.split(split)
+    if n < len(done["shards"]) or "result" in done:
+        done.pop("result", None)
+        del done["shards"][n:]
+        progress.save()
 
 
 class SplitPacker:
-    """Packs one split's row-group results, in order, into its shards, and keeps its resume point.
+    """Packs one split's row-group results, in order, into its shards, and keeps its resume point."""
 
-    The resume point is the task in which the last finished shard ended and the offset into that task's
-    tokens; docs/chars before that task are kept so that the counts come out right after a restart.
-    """
+    def __init__(self, split: str, files: list[str], bin_dir: str, shard_size: int, keep_partial: bool,
+                 progress: Progress):
+        self.split, self.files, self.bin_dir, self.shard_size = split, files, bin_dir, shard_size
+        self.keep_partial, self.progress = keep_partial, progress
+        self.done = progress.split(split)
+        shards = self.done["shards"]
+        last = shards[-1] if shards else {"file": 0, "group": 0, "offset": 0, "docs": 0, "chars": 0}
+        # the stream resumes at the row group in which the last finished shard ended
+        self.start = (last["file"], last["group"])
+        self.skip = last["offset"]
+        self.docs, self.chars = last["docs"], last["chars"]
+        self.position = len(shards) * shard_size - self.skip  # stream position at the start of that group
+        self.group_start = (*self.start, self.position, self.docs, self.chars)
+        self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=len(shards),
+                                  on_shard=self._on_shard)
 
-    def __init__(self, split, tasks, bin_dir, shard_size, keep_partial, state, state_path):
-        self.split, self.tasks, self.bin_dir, self.shard_size = split, tasks, bin_dir, shard_size
-        self.keep_partial, self.state, self.state_path = keep_partial, state, state_path
-        done = state["splits"].get(split, {})
-        self.complete = done.get("complete", False)
-        self.result = done if self.complete else None
-        self.first_task, self.skip = done.get("task", 0), done.get("offset", 0)
-        self.docs, self.chars = done.get("docs_before_task", 0), done.get("chars_before_task", 0)
-        self.position = done.get("shards", 0) * shard_size - self.skip  # stream position of first_task
-        self.task_start = (self.first_task, self.position, self.docs, self.chars)
-        self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size,
-                                  first_index=done.get("shards", 0), on_shard=self._on_shard)
+    @property
+    def complete(self) -> bool:
+        return "result" in self.done
 
-    def remaining(self) -> range:
-        return range(len(self.tasks) if self.complete else self.first_task, len(self.tasks))
+    def tasks(self, column: str):
+        """The remaining work items (path, row group, first row, column), in stream order."""
+        if self.complete:
+            return
+        first_file, first_group = self.start
+        for index in range(first_file, len(self.files)):
+            path = self.files[index]
+            metadata = open_parquet(path, [column]).metadata
+            self.progress.state["files"][os.path.basename(path)] = file_identity(path)
+            first_row = 0
+            for group in range(metadata.num_row_groups):
+                if (index, group) >= (first_file, first_group):
+                    yield (index, group), (path, group, first_row, column)
+                first_row += metadata.row_group(group).num_rows
 
-    def add(self, index: int, tokens: np.ndarray, docs: int, chars: int) -> int:
-        """Append task `index`'s tokens (minus what a previous run already wrote); returns tokens added."""
-        self.task_start = (index, self.position, self.docs, self.chars)
+    def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int) -> int:
+        """Append one row group's tokens (minus what an earlier run already wrote); returns tokens added."""
+        self.group_start = (*where, self.position, self.docs, self.chars)
         skip, self.skip = self.skip, 0
         self.writer.add(tokens[skip:])
         self.position += len(tokens)
         self.docs += docs
         self.chars += chars
-        if index == len(self.tasks) - 1:
-            self.finish()
         return len(tokens) - skip
 
     def _on_shard(self, index: int, _) -> None:
         # shard `index` is on disk: record where it ended, so a restart picks up from there
-        task, position, docs, chars = self.task_start
-        self.state["splits"][self.split] = {"shards": index + 1, "task": task,
-                                            "offset": (index + 1) * self.shard_size - position,
-                                            "docs_before_task": docs, "chars_before_task": chars}
-        write_json(self.state_path, self.state)
+        file, group, position, docs, chars = self.group_start
+        record = self.writer.records[-1]
+        self.done["shards"].append({"file": file, "group": group,
+                                    "offset": (index + 1) * self.shard_size - position,
+                                    "docs": docs, "chars": chars, "size": record.size, "sha256": record.sha256})
+        self.progress.save()
 
     def finish(self) -> dict:
         if self.complete:
-            return self.result
+            return self.done["result"]
         dropped = 0 if self.keep_partial else self.writer.fill
         self.writer.close(self.keep_partial)
-        shards = self.writer.index
-        self.result = {"complete": True, "shards": shards, "tokens": self.position - dropped,
-                       "dropped_tokens": dropped, "documents": self.docs, "chars": self.chars,
-                       "bytes": sum(os.path.getsize(os.path.join(self.bin_dir, f"{self.split}_{i:06d}.bin"))
-                                    for i in range(shards))}
-        self.complete = True
-        self.state["splits"][self.split] = self.result
-        write_json(self.state_path, self.state)
-        print(f"{self.split}: {self.docs:,} docs -> {self.result['tokens']:,} tokens in {shards} shards "
-              f"({human_bytes(self.result['bytes'])})" + (f"; dropped the last {dropped:,}" if dropped else ""))
-        return self.result
+        shards = self.done["shards"]
+        self.done["result"] = {"shards": len(shards), "tokens": self.position - dropped, "dropped_tokens": dropped,
+                               "documents": self.docs, "chars": self.chars,
+                               "bytes": sum(s["size"] for s in shards)}
+        self.progress.save()
+        say(f"{self.split}: {self.docs:,} docs -> {self.position - dropped:,} tokens in {len(shards)} shards "
+              f"({human_bytes(self.done['result']['bytes'])})" + (f"; dropped the last {dropped:,}" if dropped else ""))
+        return self.done["result"]
+
+    def shard_records(self) -> list[tuple[str, int, str]]:
+        """(path, size, sha256) of every shard of the split, this run's and earlier runs'."""
+        return [(os.path.join(self.bin_dir, shard_name(self.split, i)), s["size"], s["sha256"])
+                for i, s in enumerate(self.done["shards"])]
+
+
+def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, num_workers: int,
+                keep_partial: bool, column: str, progress: Progress) -> tuple[dict, list]:
+    """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
+
+    Returns per split its stats (shards, tokens, dropped_tokens, documents, chars, bytes), and the
+    (path, size, sha256) of every shard.
+    """
+    os.makedirs(bin_dir, exist_ok=True)
+    reconcile(progress, paths, bin_dir)
+    packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress)
+               for split, files in split_files(paths).items()]
+    work = ((packer, where, task) for packer in packers for where, task in packer.tasks(column))
+    # one pool for both splits, so workers start once; val's groups come first and it is flushed on its own
+    t0, new_tokens, current, pending = time.time(), 0, None, collections.deque()
+    results = ordered_map(tokenize_row_group, _tasks_only(work, pending), num_workers,
+                          setup=(RustBPETokenizer.from_directory, (tokenizer_dir,)), describe=describe_task)
+    with bar(desc="tokenize", unit="rowgroup") as progress:
+        for result in results:
+            packer, where = pending.popleft()
+            if packer is not current and current is not None:
+                current.finish()
+            current = packer
+            new_tokens += packer.add(where, *result)
+            progress.update()
+            progress.set_postfix(tok_per_s=f"{new_tokens / max(time.time() - t0, 1e-9):,.0f}")
+    stats = {packer.split: packer.finish() for packer in packers}
+    seconds = time.time() - t0
+    if new_tokens:
+        print(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s ({new_tokens / max(seconds, 1e-9):,.0f} tok/s)")
+    return stats, [record for packer in packers for record in packer.shard_records()]
+
+
+def _tasks_only(work, pending: collections.deque):
+    """The tasks of `work`, remembering (packer, where) of each in `pending` for the consumer."""
+    for packer, where, task in work:
+        pending.append((packer, where))
+        yield task

@@ -1,34 +1,54 @@
 """
-Train the BPE tokenizer on FineWeb-Edu and pre-tokenize the corpus into .bin shards.
+Train the BPE tokenizer on a pretraining corpus and pre-tokenize it into .bin shards.
 
-Steps, each resumable: (1) download the tokenizer-training shards and train the tokenizer (reused if
-already there), (2) check it and write token_bytes.pt, (3) compare it with GPT-2/GPT-4, (4) download
-all shards and tokenize them into val_*.bin / train_*.bin, (5) write config.json, (6) upload.
+Steps, each resumable:
+  1. download the tokenizer-training shards; train the tokenizer (reused when already trained the same way)
+  2. check it (round trip) and write token_bytes.pt
+  3. compare it with GPT-2 / GPT-4: tokenizer_comparison.md
+  4. download every shard and tokenize it into val_*.bin / train_*.bin (val = the last shard)
+  5. write config.json and manifest.json (last: a folder without them is visibly incomplete)
+  6. upload, with --hf-user
+
+A rerun with the same flags resumes (or says the dataset is complete); a rerun with flags that would
+replace what is in the folder stops and says what differs, unless --overwrite.
 """
 
 import argparse
-import hashlib
 import json
 import os
+import shutil
+import sys
 import time
 
-import torch
+from stacks_data import compare, flags, hub
+from stacks_data.corpus import PRESETS, Shards, default_parquet_dir, get_corpus, shard_names
+from stacks_data.errors import FlagError, OutputError
+from stacks_data.files import FileRecord, hash_file, human_bytes, torch_save, write_json, write_text
+from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
+from stacks_data.outputs import DatasetLock
+from stacks_data.parquet import file_identity, iter_texts
+from stacks_data.progress import bar
+from stacks_data.pretokenize import SHARD_FILE, STATE_FILE, Progress, pretokenize, reconcile
+from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
+                                   capped_texts)
 
-from stacks_data import compare, fineweb
-from stacks_data.files import torch_save, write_json, write_text
-from stacks_data.flags import (add_output_flags, add_workers_flag, check_upload_flags, dataset_dir, hub_repo_id,
-                               tokenizer_dir)
-from stacks_data.hub import upload_folder
-from stacks_data.parquet import iter_texts
-from stacks_data.pretokenize import STATE_FILE, pretokenize
-from stacks_data.tokenizer import SPECIAL_TOKENS, RustBPETokenizer, capped_texts, check_vocab_size
-
+STEP = "pretrain"
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
+COMPARISON_FILE = "tokenizer_comparison.md"
+SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", default="fineweb-edu",
+                        help=f"{' | '.join(PRESETS)} | hf:OWNER/NAME (any parquet dataset on the hub)")
+    parser.add_argument("--files", default=None, metavar="PATTERN",
+                        help="hf: corpora: the repo's files to use, in name order, e.g. 'data/*.parquet' "
+                             "(default: every *.parquet)")
+    parser.add_argument("--text-column", default="text", help="the column holding one document per row")
     parser.add_argument("--vocab-size", type=int, default=32768, help="vocab size, special tokens included")
-    parser.add_argument("--num-shards", type=int, default=370, help="parquet shards to pre-tokenize (last = val)")
+    parser.add_argument("--num-shards", type=int, default=None,
+                        help="parquet shards to pre-tokenize, the last one is val (default: 370 for "
+                             "fineweb-edu, 170 for climbmix, every file for hf:)")
     parser.add_argument("--tok-train-shards", type=int, default=8,
                         help="shards 0..N-1 for the tokenizer: trains on all but the last (held out)")
     parser.add_argument("--max-chars", type=int, default=2_000_000_000, help="characters fed to tokenizer training")
@@ -36,99 +56,248 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard-size", type=int, default=100_000_000, help="tokens per .bin shard")
     parser.add_argument("--keep-partial", action="store_true", help="also write the last, incomplete train shard")
     parser.add_argument("--bin-subdir", default=None, metavar="NAME",
-                        help="write .bin shards to <out>/<dataset-name>/NAME/ (e.g. fineweb_edu)")
-    parser.add_argument("--base-url", default=fineweb.BASE_URL, help="where parquet shards are downloaded from")
+                        help="write .bin shards to <out>/<dataset-name>/NAME/ (default: climbmix/ for "
+                             "climbmix, else the dataset folder itself)")
+    parser.add_argument("--base-url", default=None,
+                        help="where parquet shards are downloaded from (default: the corpus's hub repo)")
     parser.add_argument("--parquet-dir", default=None,
-                        help="local shard folder (default $NANOCHAT_BASE_DIR/base_data or ~/.cache/nanochat/base_data)")
-    add_workers_flag(parser, default=4)
-    add_output_flags(parser)
+                        help="local shard folder; must exist (default: a cache folder per corpus under "
+                             "$NANOCHAT_BASE_DIR or ~/.cache/nanochat, e.g. base_data/)")
+    parser.add_argument("--baselines-dir", default=None, metavar="DIR",
+                        help="offline tokenizer comparison: DIR/gpt2.tiktoken and DIR/cl100k_base.tiktoken "
+                             "(tiktoken rank files; default: tiktoken downloads them)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a tokenizer and shards made with other flags (default: refuse)")
+    flags.add_workers_flag(parser)
+    flags.add_output_flags(parser, default_name=None)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    corpus = get_corpus(args.corpus)
+    if args.num_shards is None:
+        args.num_shards = corpus.default_num_shards
+    if args.dataset_name is None:
+        args.dataset_name = corpus.default_dataset_name(args.vocab_size, args.tok_train_shards, args.num_shards)
+    flags.check_common(args)
+    flags.check_at_least(args, "--vocab-size", MIN_VOCAB, MAX_VOCAB)
+    if args.num_shards is not None:
+        flags.check_at_least(args, "--num-shards", 2, corpus.num_available)
+        flags.check_at_least(args, "--tok-train-shards", 2, args.num_shards)
+    else:
+        flags.check_at_least(args, "--tok-train-shards", 2)
+    flags.check_at_least(args, "--max-chars", 1)
+    flags.check_at_least(args, "--doc-cap", 1)
+    flags.check_at_least(args, "--shard-size", 1, 2**31 - 1)  # the header's count is an int32
+    if args.files is not None and corpus.num_available is not None:
+        raise FlagError(f"--files selects the files of hf: corpora, not of {corpus.name}", "--files",
+                        "drop it, or pass --corpus hf:OWNER/NAME")
+    args.files = args.files or "*.parquet"
+    if args.parquet_dir is not None:
+        flags.check_input_dir(args.parquet_dir, "--parquet-dir")
+    if args.baselines_dir is not None:
+        flags.check_input_dir(args.baselines_dir, "--baselines-dir")
+    if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
+        raise FlagError(f"{args.base_url!r} is not an http(s) URL", "--base-url", "pass a URL")
+    if args.bin_subdir is not None and (os.path.isabs(args.bin_subdir) or ".." in args.bin_subdir.split("/")):
+        raise FlagError("must be a folder name inside the dataset folder", "--bin-subdir", "pass a plain name")
+    flags.check_output_folders(os.path.join(flags.dataset_dir(args), args.bin_subdir or corpus.bin_subdir))
+    if args.num_shards is not None:
+        flags.warn_if_short_of_disk(args.out_dir, int(args.num_shards * 100e6 * SHARD_BYTES_PER_PARQUET_BYTE),
+                                    f"{args.num_shards} shards of tokens")
 
 
 def run(args: argparse.Namespace) -> None:
-    check_upload_flags(args)
-    check_vocab_size(args.vocab_size)
-    if args.tok_train_shards < 2 or args.num_shards < 2:
-        raise SystemExit("error: --tok-train-shards and --num-shards must be at least 2 (one is held out / val)")
     started = time.time()
-    out = dataset_dir(args)
-    parquet_dir = args.parquet_dir or fineweb.default_parquet_dir()
-    os.makedirs(out, exist_ok=True)
+    corpus = get_corpus(args.corpus)
+    out = flags.dataset_dir(args)
+    with DatasetLock(out, STEP):
+        parquet_dir = args.parquet_dir or default_parquet_dir(corpus)
+        names = shard_names(corpus, args.num_shards, args.files, parquet_dir, local_only=args.parquet_dir is not None)
+        if args.tok_train_shards > len(names):
+            raise FlagError(f"must be at most the {len(names)} shards of the run", "--tok-train-shards",
+                            f"pass at most {len(names)}")
+        shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column)
+        bin_subdir = corpus.bin_subdir if args.bin_subdir is None else args.bin_subdir
+        bin_dir = os.path.join(out, bin_subdir) if bin_subdir else out
+        tok_dir = flags.tokenizer_dir(args)
 
-    tok_paths = fineweb.ensure_shards(list(range(args.tok_train_shards)), parquet_dir, args.base_url)
-    tok = train_or_load_tokenizer(tokenizer_dir(args), tok_paths[:-1], args)
-    # real documents for the checks: the first 100 of a training shard and of the held-out shard
-    samples = {name: next(iter_texts(path))[1][:100] for name, path in
-               (("fwe-train", tok_paths[0]), ("fwe-val", tok_paths[-1]))}
-    check_round_trip(tok, [text for docs in samples.values() for text in docs])
-    write_token_bytes(tok, os.path.join(tokenizer_dir(args), "token_bytes.pt"))
-    report = compare_with_baselines(tok, samples)
-    write_text(os.path.join(out, "tokenizer_comparison.md"), report)
+        shards.check_local()
+        tok_paths = shards.fetch_all(names[:args.tok_train_shards])
+        training = training_settings(args, tok_paths[:-1])
+        key = {"corpus": corpus.name, "files": names, "text_column": args.text_column, "shard_size": args.shard_size,
+               "keep_partial": args.keep_partial, "bin_subdir": bin_subdir, "tokenizer": training}
+        progress = Progress(os.path.join(out, STATE_FILE), key)
+        if claim_folder(out, tok_dir, bin_dir, training, progress, args.overwrite, shards):
+            print(f"{out} is complete (same flags and inputs): nothing to do")
+        else:
+            for name in (MANIFEST_FILE, CONFIG_FILE):  # from here on the folder is visibly incomplete
+                if os.path.exists(os.path.join(out, name)):
+                    os.remove(os.path.join(out, name))
+            tok, tok_records = train_or_load_tokenizer(tok_dir, tok_paths[:-1], training, args)
+            if progress.state.get("fingerprint", tok.fingerprint()) != tok.fingerprint():
+                print("the tokenizer differs from the one the shards were made with: redoing every shard")
+                remove_shards(bin_dir, progress.path)
+                progress = Progress(progress.path, key)
+            progress.state["fingerprint"] = tok.fingerprint()
+            # real documents for the checks: the first 100 of a training shard and of the held-out shard
+            samples = {name: next(iter_texts(path, args.text_column))[1][:100] for name, path in
+                       (("train", tok_paths[0]), ("held-out", tok_paths[-1]))}
+            check_round_trip(tok, [text for docs in samples.values() for text in docs])
+            tok_records.append(torch_save(token_bytes_tensor(tok), os.path.join(tok_dir, "token_bytes.pt")))
+            report = compare_with_baselines(tok, samples, args.baselines_dir)
+            tok_records.append(write_text(os.path.join(out, COMPARISON_FILE), report))
 
-    paths = fineweb.ensure_shards(list(range(args.num_shards)), parquet_dir, args.base_url)
-    bin_dir = os.path.join(out, args.bin_subdir) if args.bin_subdir else out
-    stats = pretokenize(tok, tokenizer_dir(args), paths, bin_dir, args.shard_size,
-                        args.num_workers, args.keep_partial, state_path=os.path.join(out, STATE_FILE))
-    write_json(os.path.join(out, "config.json"), make_config(tok, args, stats))
+            paths = shards.fetch_all(names)
+            stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, args.num_workers,
+                                               args.keep_partial, args.text_column, progress)
+            config = make_config(tok, args, corpus, shards, bin_subdir, training, stats, tok_dir)
+            records = tok_records + [FileRecord(*r) for r in shard_records]
+            records.append(write_json(os.path.join(out, CONFIG_FILE), config))
+            write_manifest(out, out, STEP, records)
+            splits = ", ".join(f"{s}: {stats[s]['shards']} shards, {stats[s]['tokens']:,} tokens ({human_bytes(stats[s]['bytes'])})"
+                               for s in ("val", "train"))
+            print(f"done in {time.time() - started:.0f}s: {out} ({splits})")
+        if not args.skip_upload:
+            hub.upload_dataset(out, flags.hub_repo_id(args), [os.path.join(out, MANIFEST_FILE)])
 
-    elapsed = time.time() - started
-    splits = ", ".join(f"{s}: {stats[s]['shards']} shards, {stats[s]['tokens']:,} tokens" for s in ("val", "train"))
-    print(f"done in {elapsed:.0f}s: {out} ({splits})")
-    if not args.skip_upload:
-        # this step's files only: the folder also holds the other steps' outputs, which they upload
-        shards = f"{args.bin_subdir}/" if args.bin_subdir else ""
-        upload_folder(out, hub_repo_id(args), allow_patterns=[
-            "config.json", "tokenizer_comparison.md", "tokenizer/*", f"{shards}train_*.bin", f"{shards}val_*.bin"])
+
+# ------------------------------------------------------------------------------------ what is in the folder
+
+
+def training_settings(args: argparse.Namespace, train_paths: list[str]) -> dict:
+    """What defines the tokenizer: the same settings and inputs train the same tokenizer."""
+    return {"vocab_size": args.vocab_size, "max_chars": args.max_chars, "doc_cap": args.doc_cap,
+            "text_column": args.text_column,
+            "train_shards": [[os.path.basename(p), file_identity(p)] for p in train_paths]}
+
+
+def claim_folder(out: str, tok_dir: str, bin_dir: str, training: dict, progress: Progress, overwrite: bool,
+                 shards: Shards) -> bool:
+    """Make the folder ready for this run's settings; True when it already holds this exact run, complete.
+
+    What was made with other settings is an error naming the differences, unless `overwrite`: then it
+    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it).
+    """
+    differences = []
+    trained = _read_json(os.path.join(tok_dir, TRAINING_FILE)) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
+    if trained is not None:
+        differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training)
+    old_key = Progress.read_key(progress.path)
+    if old_key is not None:
+        differences += _differences("shards", old_key, progress.state["key"])
+    elif _shard_files(bin_dir):
+        differences.append(f"{bin_dir} has .bin shards this tool has no record of")
+    if differences and not overwrite:
+        raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
+                          out, "pass --overwrite to replace them, or pick another --dataset-name")
+    if differences:
+        if trained is not None and any(d.startswith("tokenizer") for d in differences):
+            shutil.rmtree(tok_dir)
+            for manifest in find_manifests(out):
+                if os.path.dirname(manifest) != out:
+                    print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
+                    shutil.rmtree(os.path.dirname(manifest))
+        old_bin = os.path.join(out, old_key["bin_subdir"]) if old_key and old_key.get("bin_subdir") else out
+        remove_shards(old_bin, progress.path)
+        remove_shards(bin_dir, progress.path)
+        print(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
+        return False
+    if old_key is None:
+        return False
+    progress.load()
+    reconcile(progress, shards.paths(), bin_dir)  # changed inputs, missing shards: then it is not complete
+    return progress.complete() and all(os.path.exists(os.path.join(out, f)) for f in (CONFIG_FILE, MANIFEST_FILE))
+
+
+def _differences(what: str, folder: dict, command: dict) -> list[str]:
+    out = []
+    for k in command:
+        if folder.get(k) != command[k]:
+            if k == "train_shards" and folder.get(k) and [n for n, _ in folder[k]] == [n for n, _ in command[k]]:
+                changed = [n for (n, a), (_, b) in zip(folder[k], command[k]) if a != b]
+                out.append(f"{what}: training shard(s) {', '.join(changed)} changed content since it was trained")
+            elif k == "files":
+                out.append(f"{what}: other input files ({len(folder.get(k) or [])} in the folder, "
+                           f"{len(command[k])} in the command)")
+            else:
+                out.append(f"{what}: {k} is {_short(folder.get(k))} in the folder, {_short(command[k])} in the command")
+    return out
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _shard_files(folder: str) -> list[str]:
+    return [n for n in os.listdir(folder) if SHARD_FILE.fullmatch(n)] if os.path.isdir(folder) else []
+
+
+def remove_shards(folder: str, progress_path: str) -> None:
+    for name in _shard_files(folder):
+        os.remove(os.path.join(folder, name))
+    if os.path.exists(progress_path):
+        os.remove(progress_path)
 
 
 # ------------------------------------------------------------------------------------ 1. training
 
-def training_texts(paths: list[str], doc_cap: int, max_chars: int):
+
+def training_texts(paths: list[str], doc_cap: int, max_chars: int, text_column: str = "text"):
     """The texts the tokenizer trains on: documents of `paths` in order, capped."""
     def documents():
         for path in paths:
-            for _, texts in iter_texts(path):
+            for _, texts in iter_texts(path, text_column):
                 yield from texts
     return capped_texts(documents(), doc_cap, max_chars)
 
 
-def train_or_load_tokenizer(tokenizer_dir: str, paths: list[str], args) -> RustBPETokenizer:
-    wanted = {"vocab_size": args.vocab_size, "train_shards": [os.path.basename(p) for p in paths],
-              "max_chars": args.max_chars, "doc_cap": args.doc_cap}
-    training_path = os.path.join(tokenizer_dir, TRAINING_FILE)
-    if os.path.exists(os.path.join(tokenizer_dir, "tokenizer.pkl")):
-        tok = RustBPETokenizer.from_directory(tokenizer_dir)
-        trained = json.load(open(training_path)) if os.path.exists(training_path) else {}
-        differing = {k: (trained.get(k), v) for k, v in wanted.items() if k in trained and trained[k] != v}
-        if tok.get_vocab_size() != args.vocab_size or differing:
-            raise SystemExit(f"error: the tokenizer in {tokenizer_dir} was trained differently ({differing or 'vocab size'}"
-                             f" {tok.get_vocab_size()}): remove that folder to retrain, or pick another --dataset-name")
-        print(f"reusing tokenizer {tokenizer_dir} (vocab {tok.get_vocab_size():,})")
-        return tok
+def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
+                            args: argparse.Namespace) -> tuple[RustBPETokenizer, list[FileRecord]]:
+    """The tokenizer in tok_dir (claim_folder checked it was trained this way), else a new one."""
+    pkl, training_path = os.path.join(tok_dir, TOKENIZER_FILE), os.path.join(tok_dir, TRAINING_FILE)
+    if os.path.exists(pkl):
+        tok = RustBPETokenizer.from_directory(tok_dir)
+        print(f"reusing tokenizer {tok_dir} (vocab {tok.get_vocab_size():,})")
+        return tok, [hash_file(pkl), hash_file(training_path)]
 
+    shutil.rmtree(tok_dir, ignore_errors=True)  # what a killed training left
     counted = {"docs": 0, "chars": 0}
+    progress = bar(total=args.max_chars, desc="tokenizer: reading text", unit="char", unit_scale=True)
 
     def counting(texts):
         for text in texts:
             counted["docs"] += 1
             counted["chars"] += len(text)
+            progress.update(len(text))
             yield text
+        progress.close()
+        print(f"tokenizer: computing {args.vocab_size - len(SPECIAL_TOKENS) - 256:,} merges...", file=sys.stderr)
 
-    print(f"training tokenizer: vocab {args.vocab_size:,} on {len(paths)} shards, up to {args.max_chars:,} chars")
     t0 = time.time()
-    tok = RustBPETokenizer.train_from_iterator(counting(training_texts(paths, args.doc_cap, args.max_chars)),
-                                               args.vocab_size)
+    tok = RustBPETokenizer.train_from_iterator(
+        counting(training_texts(paths, args.doc_cap, args.max_chars, args.text_column)), args.vocab_size)
+    progress.close()
     seconds = time.time() - t0
-    # the pickle is renamed into place last: a crash before it leaves nothing to reuse
-    os.makedirs(tokenizer_dir, exist_ok=True)
-    write_json(training_path, {**wanted, "docs": counted["docs"], "chars": counted["chars"],
-                               "seconds": round(seconds, 1), "fingerprint": tok.fingerprint()})
-    tok.save(tokenizer_dir)
+    os.makedirs(tok_dir, exist_ok=True)
+    records = [write_json(training_path, {**training, "docs": counted["docs"], "chars": counted["chars"],
+                                          "seconds": round(seconds, 1), "fingerprint": tok.fingerprint()})]
+    records.insert(0, tok.save(tok_dir))  # the pickle goes last: a crash before it leaves nothing to reuse
     print(f"trained in {seconds:.1f}s on {counted['docs']:,} docs, {counted['chars']:,} chars "
           f"({counted['chars'] / max(seconds, 1e-9) / 1e6:.1f} M chars/s)")
-    return tok
+    return tok, records
 
 
 # ---------------------------------------------------------------------------- 2. checks, 3. compare
+
 
 def check_round_trip(tok: RustBPETokenizer, documents: list[str]) -> None:
     """decode(encode(x)) == x on the sample texts and on real documents."""
@@ -137,14 +306,16 @@ def check_round_trip(tok: RustBPETokenizer, documents: list[str]) -> None:
             raise RuntimeError(f"tokenizer round trip failed on: {text[:80]!r}")
 
 
-def write_token_bytes(tok: RustBPETokenizer, path: str) -> None:
-    torch_save(torch.tensor(tok.token_byte_lengths(), dtype=torch.int32), path)
+def token_bytes_tensor(tok: RustBPETokenizer):
+    import torch
+
+    return torch.tensor(tok.token_byte_lengths(), dtype=torch.int32)
 
 
-def compare_with_baselines(tok: RustBPETokenizer, samples: dict[str, list[str]]) -> str:
+def compare_with_baselines(tok: RustBPETokenizer, samples: dict[str, list[str]], baselines_dir: str | None) -> str:
     """The comparison on the sample texts and on each list of real documents, joined."""
     texts = {**compare.SAMPLE_TEXTS, **{name: "\n".join(docs) for name, docs in samples.items()}}
-    baselines, notes = compare.load_baselines()
+    baselines, notes = compare.load_baselines(baselines_dir)
     rows = compare.compression_table(tok.enc, texts, baselines)
     report = compare.to_markdown(rows, list(baselines), notes)
     print(report)
@@ -153,22 +324,22 @@ def compare_with_baselines(tok: RustBPETokenizer, samples: dict[str, list[str]])
 
 # ------------------------------------------------------------------------------------ 5. config
 
-def make_config(tok: RustBPETokenizer, args, stats: dict) -> dict:
-    with open(os.path.join(tokenizer_dir(args), "tokenizer.pkl"), "rb") as f:
-        pkl_sha256 = hashlib.sha256(f.read()).hexdigest()
+
+def make_config(tok: RustBPETokenizer, args, corpus, shards: Shards, bin_subdir: str, training: dict,
+                stats: dict, tok_dir: str) -> dict:
     config = {
         "vocab_size": tok.get_vocab_size(),
         "bos_id": tok.get_bos_token_id(),
         "special_tokens": {name: tok.encode_special(name) for name in SPECIAL_TOKENS},
         "dataset_name": args.dataset_name,
         "shard_size": args.shard_size,
-        "bin_subdir": args.bin_subdir or "",
-        "tokenizer_sha256": pkl_sha256,
+        "bin_subdir": bin_subdir,
+        "tokenizer_sha256": hash_file(os.path.join(tok_dir, TOKENIZER_FILE)).sha256,
         "tokenizer_fingerprint": tok.fingerprint(),
-        "source": {"base_url": args.base_url, "num_shards": args.num_shards,
-                   "val_files": [fineweb.shard_name(args.num_shards - 1)],
-                   "train_files": f"{fineweb.shard_name(0)} .. {fineweb.shard_name(args.num_shards - 2)}",
-                   "tokenizer_train_files": [fineweb.shard_name(i) for i in range(args.tok_train_shards - 1)],
+        "source": {"corpus": corpus.name, "repo_id": corpus.repo_id, "base_url": shards.base_url,
+                   "parquet_dir": os.path.abspath(shards.parquet_dir), "text_column": args.text_column,
+                   "num_shards": len(shards.names), "val_files": shards.names[-1:], "train_files": shards.names[:-1],
+                   "tokenizer_train_files": [name for name, _ in training["train_shards"]],
                    "max_chars": args.max_chars, "doc_cap": args.doc_cap},
     }
     for split in ("train", "val"):

@@ -10,31 +10,30 @@ Each split is shuffled with random.Random(42), every conversation rendered with 
 import argparse
 import os
 import random
-import re
 import time
 
 import numpy as np
-from tqdm import tqdm
 
+from stacks_data import flags, hub
 from stacks_data import sft_sources as sources
 from stacks_data.binfile import ShardWriter
-from stacks_data.files import human_bytes, remove_outputs, write_json
-from stacks_data.flags import (add_mirror_flag, add_output_flags, add_workers_flag, check_upload_flags,
-                               dataset_dir, hub_repo_id, load_tokenizer, tokenizer_dir)
-from stacks_data.hub import upload_folder
-from stacks_data.parallel import ordered_map
-from stacks_data.parquet import InputError
+from stacks_data.errors import InputError
+from stacks_data.files import human_bytes
+from stacks_data.outputs import DatasetLock, StagedFolder
+from stacks_data.parallel import ordered_map, worker_state
+from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
 
+STEP = "sft"
+SUBDIR = "sft"
 VAL_MMLU = 5200
 VAL_GSM8K = 420
-SHARD_FILE = re.compile(r"sft_(train|val)_\d{6}(_mask)?\.bin")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_output_flags(parser)
-    add_mirror_flag(parser)
-    add_workers_flag(parser)
+    flags.add_output_flags(parser)
+    flags.add_mirror_flag(parser)
+    flags.add_workers_flag(parser)
     parser.add_argument("--max-seq-len", type=int, default=2048,
                         help="conversations are truncated to this many tokens")
     parser.add_argument("--shard-size", type=int, default=10_000_000, help="tokens per shard")
@@ -52,49 +51,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="conversations per work item (does not change the output)")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    flags.check_common(args)
+    for flag in ("--max-seq-len", "--shard-size", "--chunk-size"):
+        flags.check_at_least(args, flag, 1)
+    for flag in ("--simple-spelling-size", "--spelling-bee-size"):
+        flags.check_at_least(args, flag, 0, sources.VAL_SEED_OFFSET)
+    if args.hf_mirror:
+        flags.check_input_dir(args.hf_mirror, "--hf-mirror")
+    if args.identity_file:
+        flags.check_input_file(args.identity_file, "--identity-file")
+    if args.words_file:
+        flags.check_input_file(args.words_file, "--words-file")
+    flags.check_tokenizer_exists(args)
+
+
 def run(args: argparse.Namespace) -> None:
-    check_upload_flags(args)
-    for flag in ("max_seq_len", "shard_size", "chunk_size"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"error: --{flag.replace('_', '-')} must be at least 1")
-    if args.simple_spelling_size < 0 or args.spelling_bee_size < 0:
-        raise SystemExit("error: the spelling task sizes cannot be negative")
     t0 = time.time()
-    tokenizer = load_tokenizer(args)
-    out_dir = os.path.join(dataset_dir(args), "sft")
-    # every source of both splits is loaded (and checked) before anything is written
-    splits = {split: mixture_sources(split, args) for split in ("val", "train")}
-    os.makedirs(out_dir, exist_ok=True)
-    # shards of an earlier, longer run would otherwise be picked up by the loaders' globs; its config.json
-    # goes too, so that a crash midway never leaves new shards beside an old description
-    remove_outputs(out_dir, rf"{SHARD_FILE.pattern}|config\.json")
-
-    config = {
-        "max_seq_len": args.max_seq_len,
-        "shard_size": args.shard_size,
-        "bos_id": tokenizer.get_bos_token_id(),
-        "vocab_size": tokenizer.get_vocab_size(),
-    }
-    for split, (mixture, words) in splits.items():
-        stats = write_split(split, mixture, words, tokenizer_dir(args), out_dir, args)
-        config.update({f"{split}_{key}": value for key, value in stats.items()})
-    write_json(os.path.join(out_dir, "config.json"), config)
-
-    size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir) if SHARD_FILE.fullmatch(f))
-    print(f"wrote {out_dir}: " + ", ".join(
-        f"{split} {config[f'{split}_conversations']:,} conversations / {config[f'{split}_tokens']:,} tokens "
-        f"in {config[f'{split}_shards']} shard(s)" for split in ("val", "train"))
-          + f"; {human_bytes(size)} in {time.time() - t0:.1f}s")
-    if not args.skip_upload:
-        upload_folder(out_dir, hub_repo_id(args), path_in_repo="sft")
+    dataset = flags.dataset_dir(args)
+    with DatasetLock(dataset, STEP):
+        tokenizer = flags.load_tokenizer(args)
+        # every source of both splits is loaded (and checked) before anything is written
+        splits = {split: mixture_sources(split, args) for split in ("val", "train")}
+        config = {
+            "max_seq_len": args.max_seq_len,
+            "shard_size": args.shard_size,
+            "bos_id": tokenizer.get_bos_token_id(),
+            "vocab_size": tokenizer.get_vocab_size(),
+            "tokenizer_fingerprint": tokenizer.fingerprint(),
+        }
+        with StagedFolder(dataset, SUBDIR) as folder:
+            records = []
+            for split, (mixture, words) in splits.items():
+                stats, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args), folder.path,
+                                                   args)
+                config.update({f"{split}_{key}": value for key, value in stats.items()})
+                records += split_records
+            manifest = folder.publish(STEP, config, records)
+        print(f"wrote {folder.final}: " + ", ".join(
+            f"{split} {config[f'{split}_conversations']:,} conversations / {config[f'{split}_tokens']:,} tokens "
+            f"in {config[f'{split}_shards']} shard(s)" for split in ("val", "train"))
+              + f"; {human_bytes(sum(r.size for r in records))} in {time.time() - t0:.1f}s")
+        if not args.skip_upload:
+            hub.upload_dataset(dataset, flags.hub_repo_id(args), [manifest])
 
 
 def identity_file(args: argparse.Namespace) -> str | None:
     if args.identity_file:
-        if not os.path.isfile(args.identity_file):
-            raise FileNotFoundError(f"--identity-file {args.identity_file} does not exist")
         return args.identity_file
-    candidates = ["data/identity_conversations.jsonl", os.path.join(dataset_dir(args), "identity_conversations.jsonl")]
+    candidates = ["data/identity_conversations.jsonl",
+                  os.path.join(flags.dataset_dir(args), "identity_conversations.jsonl")]
     for path in candidates:
         if os.path.isfile(path):
             return path
@@ -142,29 +148,23 @@ def chunks(mixture: list, order: np.ndarray, chunk_size: int):
         for k in np.unique(which):
             slots = np.nonzero(which == k)[0]
             rows = mixture[k].rows_at(index[slots] - starts[k])
-            groups.append((int(k), mixture[k].kind, slots, rows, mixture[k].payload(rows)))
+            groups.append((int(k), mixture[k].render, slots, rows, mixture[k].payload(rows)))
         yield len(index), groups
 
 
-# worker state, set once per process by init_worker
-_tokenizer: RustBPETokenizer | None = None
-_words = None
-_max_seq_len = 0
-
-
-def init_worker(tokenizer_dir: str, words, max_seq_len: int) -> None:
-    global _tokenizer, _words, _max_seq_len
-    _tokenizer = RustBPETokenizer.from_directory(tokenizer_dir)
-    _words, _max_seq_len = words, max_seq_len
+def worker_setup(tokenizer_dir: str, words, max_seq_len: int):
+    """Once per worker process: what render_chunk needs besides its chunk."""
+    return RustBPETokenizer.from_directory(tokenizer_dir), words, max_seq_len
 
 
 def render_chunk(chunk):
     """-> (tokens, mask, conversations, truncated, invalid [(slot, source index, row, message)])."""
+    tokenizer, words, max_seq_len = worker_state()
     n, groups = chunk
     conversations = [None] * n
     invalid = []
-    for k, kind, slots, rows, payload in groups:
-        for slot, row, conversation in zip(slots, rows, sources.conversations(kind, payload, _words)):
+    for k, render, slots, rows, payload in groups:
+        for slot, row, conversation in zip(slots, rows, sources.conversations(render, payload, words)):
             if isinstance(conversation, sources.Invalid):
                 invalid.append((int(slot), k, int(row), str(conversation)))
             else:
@@ -172,41 +172,53 @@ def render_chunk(chunk):
     valid = [c for c in conversations if c is not None]
     ids, mask, truncated = [], [], 0
     # the chunk's texts are encoded in this worker; parallelism comes from the worker processes
-    for conversation_ids, conversation_mask in _tokenizer.render_conversations(valid, max_tokens=_max_seq_len):
+    for conversation_ids, conversation_mask in tokenizer.render_conversations(valid, max_tokens=max_seq_len):
         ids += conversation_ids
         mask += conversation_mask
-        truncated += len(conversation_ids) >= _max_seq_len
+        truncated += len(conversation_ids) >= max_seq_len
     invalid.sort()
     return np.array(ids, dtype=np.uint16), np.array(mask, dtype=np.uint8), len(valid), truncated, invalid
 
 
 def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: str,
-                args: argparse.Namespace) -> dict:
+                args: argparse.Namespace) -> tuple[dict, list]:
+    """Render, tokenize and pack one split; returns its config.json entries and its files' records."""
     source_counts, invalid_counts = {}, {}
     for source in mixture:
         source_counts[source.name] = source_counts.get(source.name, 0) + source.n
     order = mixture_order([s.n for s in mixture])
     writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size)
     conversations = truncated = 0
-    results = ordered_map(render_chunk, chunks(mixture, order, args.chunk_size), args.num_workers,
-                          initializer=init_worker, initargs=(tokenizer_dir, words, args.max_seq_len))
-    with tqdm(total=len(order), desc=f"sft {split}", unit="conv") as progress:
+    chunk_list = chunks(mixture, order, args.chunk_size)
+    results = ordered_map(render_chunk, chunk_list, args.num_workers,
+                          setup=(worker_setup, (tokenizer_dir, words, args.max_seq_len)),
+                          describe=lambda chunk: describe_chunk(split, mixture, chunk))
+    with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress:
         for ids, mask, n_valid, n_truncated, invalid in results:
             for _, k, row, message in invalid:
                 if not args.skip_invalid:
-                    raise InputError(f"invalid conversation in the {split} mixture: {mixture[k].where(row)}: "
-                                     f"{message} (pass --skip-invalid to skip such conversations)")
+                    raise InputError(f"invalid conversation in the {split} mixture: {message}",
+                                     mixture[k].where(row), "fix it, or pass --skip-invalid to skip such conversations")
                 invalid_counts[mixture[k].name] = invalid_counts.get(mixture[k].name, 0) + 1
             writer.add(ids, mask)
             conversations += n_valid
             truncated += n_truncated
             progress.update(n_valid + len(invalid))
     writer.close()
-    return {
+    stats = {
         "conversations": conversations,
         "tokens": writer.tokens_written,
-        "shards": len(writer.paths) // 2,
+        "shards": len(writer.records) // 2,
         "truncated": truncated,
         "source_counts": source_counts,
         "invalid_counts": invalid_counts,
     }
+    return stats, writer.records
+
+
+def describe_chunk(split: str, mixture: list, chunk) -> str:
+    """Where a chunk's conversations come from, for an error in a worker."""
+    _, groups = chunk
+    return f"a chunk of the {split} mixture with " + ", ".join(
+        f"{mixture[k].where(int(rows[0]))}{f' and {len(rows) - 1} more' if len(rows) > 1 else ''}"
+        for k, _, _, rows, _ in groups)

@@ -5,8 +5,9 @@ Two halves, because they run in different processes:
 - loading (main process): a `Source` holds the raw rows of one dataset split (an Arrow array for
   SmolTalk, small lists for the others, nothing for the synthetic tasks), its shuffle order, and
   can say where a row came from. `Source.payload(rows)` is what is shipped to a worker.
-- rendering (workers): `conversations(kind, payload, words)` turns a payload back into
-  {"messages": [...]} conversations, raising `Invalid` for rows that break the format.
+- rendering (workers): `conversations(source.render, payload, words)` turns a payload back into
+  {"messages": [...]} conversations, an `Invalid` for each row that breaks the format. A source's
+  loader names its renderer (`render=`), so one source is defined by those two functions.
 """
 
 import json
@@ -14,14 +15,16 @@ import os
 import random
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
 from stacks_data.download import download
+from stacks_data.errors import InputError
 from stacks_data.hub import cache_root, dataset_files
 from stacks_data.multiple_choice import check_mmlu_row, hf_shuffle_order, load_mmlu, render_mc
-from stacks_data.parquet import InputError, open_parquet, read_rows
+from stacks_data.parquet import open_parquet, read_rows
 
 SMOLTALK_REPO = "HuggingFaceTB/smol-smoltalk"
 GSM8K_REPO = "openai/gsm8k"
@@ -41,7 +44,7 @@ class Source:
     """One dataset split as it enters the mixture: n items, item i is row order[i]."""
 
     name: str            # "SmolTalk", ... : the key in config.json and in error messages
-    kind: str            # which task renders it (see conversations())
+    render: Callable     # (payload item, words) -> conversation; raises Invalid
     n: int
     order: np.ndarray | None = None   # position -> row; None = file order
     rows: list | None = None          # raw rows (small sources)
@@ -104,13 +107,13 @@ def smoltalk(split: str, mirror: str | None = None) -> Source:
         if first_type is None:
             first_type = column.type
         if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
-            raise InputError(f"{path}: column 'messages' has type {column.type}, expected a list of {{role, content}}")
+            raise InputError(f"column 'messages' has type {column.type}, expected a list of {{role, content}}", path)
         if column.type != first_type:
-            raise InputError(f"{path}: column 'messages' has type {column.type}, unlike {paths[0]} ({first_type})")
+            raise InputError(f"column 'messages' has type {column.type}, unlike {paths[0]} ({first_type})", path)
         arrays += [chunk for chunk in column.chunks if len(chunk)]
         counts.append(len(column))
     n = sum(counts)
-    return Source("SmolTalk", "smoltalk", n, order=hf_shuffle_order(n), arrays=arrays,
+    return Source("SmolTalk", smoltalk_conversation, n, order=hf_shuffle_order(n), arrays=arrays,
                   files=_file_starts(paths, counts))
 
 
@@ -119,7 +122,7 @@ def mmlu(split: str, mirror: str | None = None, limit: int | None = None) -> Sou
     rows = load_mmlu(split, mirror)
     n = len(rows) if limit is None else min(limit, len(rows))
     name = "auxiliary_train/train" if split == "auxiliary_train" else f"all/{split}"
-    return Source("MMLU", "mmlu", n, order=hf_shuffle_order(len(rows))[:n], rows=rows,
+    return Source("MMLU", mmlu_conversation, n, order=hf_shuffle_order(len(rows))[:n], rows=rows,
                   files=[(f"cais/mmlu {name}-*.parquet", 0)])
 
 
@@ -129,7 +132,7 @@ def gsm8k(split: str, mirror: str | None = None, limit: int | None = None) -> So
     per_file = [read_rows(path, ["question", "answer"]) for path in paths]
     rows = [row for file_rows in per_file for row in file_rows]
     n = len(rows) if limit is None else min(limit, len(rows))
-    return Source("GSM8K", "gsm8k", n, order=hf_shuffle_order(len(rows))[:n], rows=rows,
+    return Source("GSM8K", gsm8k_conversation, n, order=hf_shuffle_order(len(rows))[:n], rows=rows,
                   files=_file_starts(paths, [len(r) for r in per_file]))
 
 
@@ -142,17 +145,17 @@ def custom_json(path: str) -> Source:
         lines = f.read().split("\n")
     # keep the 1-based line number of every non-blank line for error messages
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
-    return Source("CustomJSON", "custom_json", len(numbered), rows=[line for _, line in numbered],
+    return Source("CustomJSON", custom_json_conversation, len(numbered), rows=[line for _, line in numbered],
                   files=[(path, 0)], line_numbers=[number for number, _ in numbered])
 
 
 def simple_spelling(size: int, split: str = "train") -> Source:
-    return Source("SimpleSpelling", "simple_spelling", size,
+    return Source("SimpleSpelling", simple_spelling_conversation, size,
                   seed_offset=0 if split == "train" else VAL_SEED_OFFSET)
 
 
 def spelling_bee(size: int, split: str = "train") -> Source:
-    return Source("SpellingBee", "spelling_bee", size,
+    return Source("SpellingBee", spelling_bee_conversation, size,
                   seed_offset=0 if split == "train" else VAL_SEED_OFFSET)
 
 
@@ -160,7 +163,8 @@ def words_path(words_file: str | None, url: str = WORDS_URL) -> str:
     """The word list: `words_file`, else downloaded once into the cache."""
     if words_file:
         return words_file
-    return download(url, os.path.join(cache_root(), "words", os.path.basename(url)))
+    return download(url, os.path.join(cache_root(), "words", os.path.basename(url)),
+                    offline="download the word list elsewhere and pass --words-file FILE")
 
 
 def load_words(path: str) -> list[str]:
@@ -169,7 +173,7 @@ def load_words(path: str) -> list[str]:
         words = [line.strip() for line in f.read().split("\n")]
     words = [w for w in words if w]
     if not words:
-        raise InputError(f"{path}: the word list is empty")
+        raise InputError("the word list is empty", path, "pass a word list, one word per line")
     return words
 
 
@@ -182,25 +186,11 @@ def spelling_words(words: list[str]) -> tuple[list[str], list[str]]:
 
 # ---------------------------------------------------------------------------------------------- rendering
 
-def conversations(kind: str, payload, words: tuple[list[str], list[str]] | None):
+def conversations(render: Callable, payload, words: tuple[list[str], list[str]] | None):
     """Yield a conversation or an Invalid exception (not raised) per item of a payload, in order."""
-    if kind == "smoltalk":
-        items, make = payload.to_pylist(), smoltalk_conversation
-    elif kind == "mmlu":
-        items, make = payload, mmlu_conversation
-    elif kind == "gsm8k":
-        items, make = payload, gsm8k_conversation
-    elif kind == "custom_json":
-        items, make = payload, custom_json_conversation
-    elif kind == "simple_spelling":
-        items, make = payload, lambda seed: simple_spelling_conversation(seed, words[1])
-    elif kind == "spelling_bee":
-        items, make = payload, lambda seed: spelling_bee_conversation(seed, words[0])
-    else:
-        raise ValueError(f"unknown source kind {kind!r}")
-    for item in items:
+    for item in payload.to_pylist() if isinstance(payload, pa.Array) else payload:
         try:
-            yield make(item)
+            yield render(item, words)
         except Invalid as e:
             yield e
 
@@ -222,12 +212,12 @@ def check_messages(messages, allow_system: bool) -> None:
             raise Invalid(f"message {i}: expected role {expected!r}, got {messages[i].get('role')!r}")
 
 
-def smoltalk_conversation(messages) -> dict:
+def smoltalk_conversation(messages, words=None) -> dict:
     check_messages(messages, allow_system=True)
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
 
 
-def mmlu_conversation(row) -> dict:
+def mmlu_conversation(row, words=None) -> dict:
     try:
         check_mmlu_row(row)
     except ValueError as e:
@@ -255,7 +245,7 @@ def gsm8k_parts(answer: str) -> list[dict]:
     return parts
 
 
-def gsm8k_conversation(row) -> dict:
+def gsm8k_conversation(row, words=None) -> dict:
     question, answer = row.get("question"), row.get("answer")
     if not isinstance(question, str) or not isinstance(answer, str):
         raise Invalid("question and answer must be strings")
@@ -265,7 +255,7 @@ def gsm8k_conversation(row) -> dict:
     ]}
 
 
-def custom_json_conversation(line: str) -> dict:
+def custom_json_conversation(line: str, words=None) -> dict:
     try:
         messages = json.loads(line)
     except json.JSONDecodeError as e:
@@ -274,8 +264,9 @@ def custom_json_conversation(line: str) -> dict:
     return {"messages": [{"role": m["role"], "content": m["content"]} for m in messages]}
 
 
-def simple_spelling_conversation(seed: int, shuffled_words: list[str]) -> dict:
-    word = random.Random(seed).choice(shuffled_words)
+def simple_spelling_conversation(seed: int, words: tuple[list[str], list[str]]) -> dict:
+    """Spell a word of the shuffled list (see spelling_words)."""
+    word = random.Random(seed).choice(words[1])
     return {"messages": [
         {"role": "user", "content": f"Spell the word: {word}"},
         {"role": "assistant", "content": f"{word}:{','.join(word)}"},
@@ -355,14 +346,14 @@ def _recase(template: str, case) -> str:
     return "".join(p if _PLACEHOLDER.fullmatch(p) else case(p) for p in _PLACEHOLDER.split(template))
 
 
-def spelling_bee_conversation(seed: int, words: list[str]) -> dict:
+def spelling_bee_conversation(seed: int, words: tuple[list[str], list[str]]) -> dict:
     """How many <letter> in <word>: counted by hand letter by letter, then checked with Python.
 
     All randomness comes from Random(seed), drawn in this order: word, letter, question, casing,
     quotes, question mark.
     """
     rng = random.Random(seed)
-    word = rng.choice(words)
+    word = rng.choice(words[0])
     # mostly a letter of the word; sometimes any letter, so that 0 is a possible answer
     letter = rng.choice(word) if rng.random() < 0.9 else rng.choice(LETTERS)
     template = rng.choice(SPELLING_BEE_QUESTIONS)

@@ -7,12 +7,15 @@ against that keeps working.
 """
 
 import hashlib
+import io
 import os
 import pickle
 from typing import Iterable, Iterator
 
-import rustbpe
 import tiktoken
+
+from stacks_data.errors import InputError
+from stacks_data.files import write_bytes
 
 # GPT-4's split pattern, except numbers are split in groups of 1-2 digits (not 1-3): with a small
 # vocab, spending merges on every 3-digit number is wasteful.
@@ -25,22 +28,37 @@ SPECIAL_TOKENS = [
     "<|python_start|>", "<|python_end|>",  # assistant calls the python tool
     "<|output_start|>", "<|output_end|>",  # the tool's output, shown to the assistant
 ]
+MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
+MAX_VOCAB = 2**16  # .bin files store tokens as uint16
 
 TOKENIZER_FILE = "tokenizer.pkl"
 
 
 class RustBPETokenizer:
-    """A thin layer over a tiktoken.Encoding."""
+    """A thin layer over a tiktoken.Encoding.
 
-    def __init__(self, enc: tiktoken.Encoding, bos_token: str):
+    `spec` is the plain data the Encoding was built from (name, pat_str, mergeable_ranks,
+    special_tokens) when we built it: it identifies the tokenizer (fingerprint) and lets other
+    encoders load the same vocabulary, without reaching into tiktoken's private fields.
+    """
+
+    def __init__(self, enc: tiktoken.Encoding, bos_token: str, spec: dict | None = None):
         self.enc = enc
+        self.spec = spec
         self.bos_token_id = enc.encode_single_token(bos_token)
+        self.special_ids = {name: enc.encode_single_token(name) for name in enc.special_tokens_set}
 
     # ---------------------------------------------------------------- construction
 
     @classmethod
+    def from_spec(cls, spec: dict) -> "RustBPETokenizer":
+        return cls(tiktoken.Encoding(**spec), "<|bos|>", spec)
+
+    @classmethod
     def train_from_iterator(cls, texts: Iterable[str], vocab_size: int) -> "RustBPETokenizer":
         """Train on an iterator of texts; vocab_size counts the special tokens too."""
+        import rustbpe  # only training needs it
+
         check_vocab_size(vocab_size)
         trainer = rustbpe.Tokenizer()
         trainer.train_from_iterator(iter(texts), vocab_size - len(SPECIAL_TOKENS), pattern=SPLIT_PATTERN)
@@ -51,45 +69,39 @@ class RustBPETokenizer:
         if offset + len(SPECIAL_TOKENS) != vocab_size:
             # rustbpe stops when no pair is left to merge: a smaller vocab than asked would break
             # every consumer that trusts --vocab-size (and a later rerun would refuse it)
-            raise ValueError(f"the training text only supports a vocab of {offset + len(SPECIAL_TOKENS)}, "
-                             f"not {vocab_size}: feed more text (more shards, a larger --max-chars) or lower --vocab-size")
-        special_tokens = {name: offset + i for i, name in enumerate(SPECIAL_TOKENS)}
-        enc = tiktoken.Encoding(
-            name="rustbpe",
-            pat_str=trainer.get_pattern(),
-            mergeable_ranks=mergeable_ranks,
-            special_tokens=special_tokens,
-        )
-        return cls(enc, "<|bos|>")
+            raise InputError(f"the training text only supports a vocab of {offset + len(SPECIAL_TOKENS)}, "
+                             f"not {vocab_size}", "tokenizer training text",
+                             "feed more text (more shards, a larger --max-chars) or lower --vocab-size")
+        return cls.from_spec({
+            "name": "rustbpe",
+            "pat_str": trainer.get_pattern(),
+            "mergeable_ranks": mergeable_ranks,
+            "special_tokens": {name: offset + i for i, name in enumerate(SPECIAL_TOKENS)},
+        })
 
     @classmethod
-    def from_directory(cls, tokenizer_dir: str) -> "RustBPETokenizer":
+    def from_directory(cls, tokenizer_dir: str, sha256: str | None = None) -> "RustBPETokenizer":
+        """Load <dir>/tokenizer.pkl safely (see load_encoding_spec); with `sha256`, check the file's hash."""
         path = os.path.join(tokenizer_dir, TOKENIZER_FILE)
         try:
             with open(path, "rb") as f:
-                enc = pickle.load(f)
+                data = f.read()
         except FileNotFoundError:
-            raise FileNotFoundError(
-                f"no tokenizer at {path}: run `python data/dataset_and_vocab.py` first (it trains one)"
-            ) from None
-        if not isinstance(enc, tiktoken.Encoding):
-            raise ValueError(f"{path}: expected a pickled tiktoken.Encoding, got {type(enc).__name__}")
-        return cls(enc, "<|bos|>")
+            raise InputError("no tokenizer", path, "run `python data/dataset_and_vocab.py` first (it trains one)") from None
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise InputError("the tokenizer is not the one config.json names (tokenizer_sha256 differs)", path,
+                             "re-download the dataset or rerun step 1")
+        return cls.from_spec(load_encoding_spec(data, path))
 
     @classmethod
     def from_pretrained(cls, tiktoken_name: str) -> "RustBPETokenizer":
         """One of tiktoken's encodings (gpt2, cl100k_base, ...); their BOS is <|endoftext|>."""
         return cls(tiktoken.get_encoding(tiktoken_name), "<|endoftext|>")
 
-    def save(self, tokenizer_dir: str) -> str:
-        """Pickle the Encoding to <dir>/tokenizer.pkl (atomically) and return the path."""
+    def save(self, tokenizer_dir: str):
+        """Pickle the Encoding to <dir>/tokenizer.pkl (atomically); returns its FileRecord."""
         os.makedirs(tokenizer_dir, exist_ok=True)
-        path = os.path.join(tokenizer_dir, TOKENIZER_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(self.enc, f)
-        os.replace(tmp, path)
-        return path
+        return write_bytes(os.path.join(tokenizer_dir, TOKENIZER_FILE), [pickle.dumps(self.enc)])
 
     # ---------------------------------------------------------------- basic API
 
@@ -140,7 +152,7 @@ class RustBPETokenizer:
         Works from the token's bytes, not its decoded string, so tokens that are partial UTF-8
         sequences count exactly. Used for bits-per-byte evaluation.
         """
-        special_ids = set(self.enc._special_tokens.values())
+        special_ids = set(self.special_ids.values())
         return [
             0 if i in special_ids else len(self.enc.decode_single_token_bytes(i))
             for i in range(self.enc.n_vocab)
@@ -149,10 +161,10 @@ class RustBPETokenizer:
     def fingerprint(self) -> str:
         """sha256 of what defines the encoding: pattern, ranks and special tokens."""
         h = hashlib.sha256()
-        h.update(self.enc._pat_str.encode())
-        for token, rank in sorted(self.enc._mergeable_ranks.items(), key=lambda kv: kv[1]):
+        h.update(self.spec["pat_str"].encode())
+        for token, rank in sorted(self.spec["mergeable_ranks"].items(), key=lambda kv: kv[1]):
             h.update(rank.to_bytes(4, "little") + len(token).to_bytes(2, "little") + token)
-        for name, i in sorted(self.enc._special_tokens.items(), key=lambda kv: kv[1]):
+        for name, i in sorted(self.spec["special_tokens"].items(), key=lambda kv: kv[1]):
             h.update(i.to_bytes(4, "little") + name.encode())
         return h.hexdigest()
 
@@ -170,7 +182,7 @@ class RustBPETokenizer:
         conversation's plan at once costs more in garbage collection; callers parallelize across
         processes instead.
         """
-        encode, special = self.enc.encode_ordinary, self.enc._special_tokens
+        encode, special = self.enc.encode_ordinary, self.special_ids
         out = []
         for conversation in conversations:
             ids, mask = [], []
@@ -271,11 +283,56 @@ def _assistant_part(part, index: int, j: int) -> list[tuple[str | Special, int]]
 
 
 def check_vocab_size(vocab_size: int) -> None:
-    smallest = 256 + len(SPECIAL_TOKENS)
-    if vocab_size < smallest:
-        raise ValueError(f"vocab size {vocab_size} is below {smallest} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
-    if vocab_size > 2**16:
-        raise ValueError(f"vocab size {vocab_size} does not fit the uint16 tokens of .bin files (max 65536)")
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab size {vocab_size} is below {MIN_VOCAB} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+    if vocab_size > MAX_VOCAB:
+        raise ValueError(f"vocab size {vocab_size} does not fit the uint16 tokens of .bin files (max {MAX_VOCAB})")
+
+
+# ------------------------------------------------------------------------------------ safe loading
+
+_SPEC_TYPES = {"name": str, "pat_str": str, "mergeable_ranks": dict, "special_tokens": dict}
+
+
+class _EncodingState:
+    """Stands in for tiktoken.core.Encoding while unpickling: it only keeps the state it is given."""
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        # the only global a pickled Encoding names; everything else (os.system, builtins.eval, ...) is
+        # refused here, before it is looked up, so no object of it is ever built
+        if (module, name) == ("tiktoken.core", "Encoding"):
+            return _EncodingState
+        raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a tokenizer never does")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("it holds a persistent reference, which a tokenizer never does")
+
+
+def load_encoding_spec(data: bytes, path: str) -> dict:
+    """The plain data of a pickled tiktoken.Encoding, read without running anything the pickle says.
+
+    A pickle can call any function on load. This reads one that names no global but
+    tiktoken.core.Encoding, captures the state it would have been built from, checks that it is
+    plain data of the expected types, and only then is an Encoding built from it (by the caller).
+    """
+    refuse = "do not load this file: regenerate it with step 1 or re-download the dataset"
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # UnpicklingError, EOFError, ValueError...: all mean "not a tokenizer"
+        raise InputError(f"not a safe tokenizer pickle: {e}", path, refuse) from None
+    state = getattr(obj, "state", None) if isinstance(obj, _EncodingState) else None
+    if not isinstance(state, dict) or set(state) != set(_SPEC_TYPES) or not all(
+            isinstance(state[k], t) for k, t in _SPEC_TYPES.items()):
+        raise InputError("not a pickled tiktoken.Encoding of plain data", path, refuse)
+    if not all(isinstance(k, bytes) and isinstance(v, int) for k, v in state["mergeable_ranks"].items()) or \
+            not all(isinstance(k, str) and isinstance(v, int) for k, v in state["special_tokens"].items()):
+        raise InputError("the tokenizer's ranks or special tokens are not plain bytes/str -> int", path, refuse)
+    return state
 
 
 def capped_texts(texts: Iterable[str], doc_cap: int, max_chars: int) -> Iterator[str]:

@@ -4,11 +4,15 @@ import contextlib
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import urllib.parse
 
 import pytest
+from huggingface_hub import file_download
+
+from hub_server import serving_hub, use_fake_hub
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "data"))  # `from tokenizer import ...`, as the seed's consumers do
@@ -126,20 +130,26 @@ def other_server(tmp_path):
 
 
 @pytest.fixture
-def hub_calls(monkeypatch):
-    """Replaces HfApi in stacks_data.hub with a fake and returns the calls it receives:
-    ("init", kwargs), ("create_repo", repo_id, kwargs), ("upload_folder", kwargs, files in the folder)."""
-    calls = []
+def hub(tmp_path, monkeypatch):
+    """A fake hub (hub_server.py) over tmp_path/'hub', huggingface_hub pointed at it and at HF_HOME
+    tmp_path/'hf_home'. Fails the test if anything resolves a host other than 127.0.0.1, or goes
+    through xet / LFS."""
+    outside = []
+    real_getaddrinfo = socket.getaddrinfo
 
-    class FakeHfApi:
-        def __init__(self, **kwargs):
-            calls.append(("init", kwargs))
+    def loopback_only(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost"):
+            outside.append(host)
+            raise OSError(f"test: no network ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
 
-        def create_repo(self, repo_id, **kwargs):
-            calls.append(("create_repo", repo_id, kwargs))
+    def no_xet(**kwargs):
+        raise AssertionError("download through xet")
 
-        def upload_folder(self, **kwargs):
-            calls.append(("upload_folder", kwargs, sorted(os.listdir(kwargs["folder_path"]))))
-
-    monkeypatch.setattr("stacks_data.hub.HfApi", FakeHfApi)
-    return calls
+    monkeypatch.setattr(socket, "getaddrinfo", loopback_only)
+    monkeypatch.setattr(file_download, "xet_get", no_xet)
+    with serving_hub(tmp_path / "hub") as server:
+        use_fake_hub(monkeypatch, server, tmp_path / "hf_home")
+        yield server
+    assert outside == []
+    assert not any("xet" in path or "lfs" in path for _, path in server.requests)

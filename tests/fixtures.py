@@ -31,3 +31,27 @@ def write_corpus(folder, num_files: int = 4, docs_per_file: int = 60, row_group_
         pq.write_table(pa.table({"text": docs}), folder / f"shard_{i:05d}.parquet", row_group_size=row_group_size)
         all_docs.append(docs)
     return all_docs
+
+
+def published_files(dataset_dir) -> dict:
+    """{path in the dataset: bytes} of what the manifests in dataset_dir list, the manifests included."""
+    import json
+    import os
+
+    out = {}
+    for root, _, names in os.walk(dataset_dir):
+        if "manifest.json" in names and not os.path.basename(root).startswith("."):
+            manifest = os.path.join(root, "manifest.json")
+            paths = [f["path"] for f in json.load(open(manifest))["files"]]
+            paths.append(os.path.relpath(manifest, dataset_dir).replace(os.sep, "/"))
+            out.update({p: open(os.path.join(dataset_dir, p), "rb").read() for p in paths})
+    return out
+
+
+def repo_files(hub, repo_id) -> dict:
+    """{path: bytes} of what a dataset repo of the fake hub holds."""
+    import os
+
+    folder = os.path.join(hub.root, repo_id)
+    return {os.path.relpath(os.path.join(root, n), folder).replace(os.sep, "/"): open(os.path.join(root, n), "rb").read()
+            for root, _, names in os.walk(folder) for n in names}

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from stacks_data.errors import InputError
 from stacks_data.binfile import HEADER_BYTES, MAGIC, ShardWriter, read_bin, read_header, write_bin
 
 
@@ -23,13 +24,13 @@ def test_rejects_bad_files(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
     bad = tmp_path / "bad.bin"
     bad.write_bytes(b"\0" * 2000)
-    with pytest.raises(ValueError, match="bad magic"):
+    with pytest.raises(InputError, match="bad magic"):
         read_header(str(bad))
     good = str(tmp_path / "good.bin")
     write_bin(good, np.arange(10, dtype=np.uint16))
     with open(good, "ab") as f:
         f.write(b"\0\0")
-    with pytest.raises(ValueError, match="header announces"):
+    with pytest.raises(InputError, match="header announces"):
         read_header(good)
 
 

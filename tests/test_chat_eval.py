@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from fixtures import published_files, repo_files
 from stacks_data import chat_eval, cli
-from stacks_data.parquet import InputError
+from stacks_data.errors import FlagError, InputError
 from stacks_data.tokenizer import RustBPETokenizer
 
 VOCAB = 400
@@ -142,6 +143,7 @@ def test_config_json(tmp_path, tok):
     assert config == {
         "max_seq_len": 2048,
         "bos_id": VOCAB - 9,  # the specials come after the 391 byte/merge tokens
+        "tokenizer_fingerprint": tok.fingerprint(),
         "tasks": [
             {"label": "MMLU", "file": "MMLU.pt", "task_type": "categorical", "num_examples": 4,
              "random_baseline": 0.25, "num_skipped": 0},
@@ -151,7 +153,7 @@ def test_config_json(tmp_path, tok):
              "random_baseline": 0.25, "num_skipped": 0},
         ],
     }
-    assert sorted(os.listdir(out)) == ["ARC-Challenge.pt", "ARC-Easy.pt", "MMLU.pt", "config.json"]
+    assert sorted(os.listdir(out)) == ["ARC-Challenge.pt", "ARC-Easy.pt", "MMLU.pt", "config.json", "manifest.json"]
 
 
 def test_over_long_items_are_skipped_and_counted(tmp_path, tok, capsys):
@@ -180,7 +182,7 @@ def test_max_seq_len_boundary(tok):
     n = len(chat_eval.tokenize_task(tok, "T", items, 10_000)[0]["sequences"][0]["tokens"])
     payload, skipped = chat_eval.tokenize_task(tok, "T", items + items, n)  # exactly max_seq_len: kept
     assert (payload["num_examples"], skipped) == (2, 0)
-    with pytest.raises(SystemExit, match=f"T: all 2 items are longer than --max-seq-len {n - 1}"):
+    with pytest.raises(FlagError, match=rf"all 2 T items are longer than {n - 1} tokens \(--max-seq-len\)"):
         chat_eval.tokenize_task(tok, "T", items + items, n - 1)
 
 
@@ -196,23 +198,23 @@ def test_conversation_is_the_question_then_the_gold_letter():
 
 def test_multi_token_letter_is_an_error(tmp_path, tok):
     easy = ARC_EASY_ROWS + [arc("bad-label", "Odd labels?", ["yes", "no"], ["A", "B1"], "A")]
-    with pytest.raises(InputError, match=r"ARC item bad-label: answer letter 'B1' encodes to 2 tokens"):
+    with pytest.raises(InputError, match=r"answer letter 'B1' encodes to 2 tokens.* \(ARC item bad-label\)"):
         run_step(tmp_path, tok, "--hf-mirror", make_hub(tmp_path / "hub", easy=easy), "--skip-upload")
 
 
 def test_wrong_answer_key_is_an_error(tmp_path, tok):
     challenge = ARC_CHALLENGE_ROWS + [arc("Mercury_123", "Which?", ["a", "b", "c", "d"], ["A", "B", "C", "D"], "E")]
-    with pytest.raises(InputError, match=r"ARC item Mercury_123: answerKey 'E' is not one of the labels"):
+    with pytest.raises(InputError, match=r"answerKey 'E' is not one of the labels .* \(ARC item Mercury_123\)"):
         run_step(tmp_path, tok, "--hf-mirror", make_hub(tmp_path / "hub", challenge=challenge), "--skip-upload")
 
 
 def test_bad_mmlu_rows_are_errors():
     bad_answer = MMLU_ROWS[:2] + [dict(MMLU_ROWS[2], answer=4)]
-    with pytest.raises(InputError, match=r"MMLU test row 2 \(subject 'sci'\): answer must be an int 0-3, got 4"):
+    with pytest.raises(InputError, match=r"answer must be an int 0-3, got 4 \(MMLU test row 2 \(subject 'sci'\)\)"):
         chat_eval.mmlu_items(bad_answer)
-    with pytest.raises(InputError, match=r"MMLU test row 0 .*expected exactly 4 string choices"):
+    with pytest.raises(InputError, match=r"expected exactly 4 string choices.* \(MMLU test row 0 "):
         chat_eval.mmlu_items([dict(MMLU_ROWS[0], choices=["3", "4", "5"])])
-    with pytest.raises(InputError, match=r"ARC item e9: 3 choice texts but 2 labels"):
+    with pytest.raises(InputError, match=r"3 choice texts but 2 labels .*\(ARC item e9\)"):
         chat_eval.arc_items([arc("e9", "?", ["a", "b", "c"], ["A", "B"], "A")])
 
 
@@ -229,17 +231,16 @@ def test_loads_through_the_hub(tmp_path, tok, file_server, monkeypatch):
         assert (hub_out / name).read_bytes() == (mirror_out / name).read_bytes(), name
 
 
-def test_upload(tmp_path, tok, hub_calls):
-    out = run_step(tmp_path, tok, "--hf-mirror", make_hub(tmp_path / "hub"), "--hf-user", "me")
-    _, (create, repo_id, kwargs), (upload, up, files) = hub_calls
-    assert (create, repo_id, kwargs["repo_type"]) == ("create_repo", "me/ds", "dataset")
-    assert upload == "upload_folder" and files == ["ARC-Challenge.pt", "ARC-Easy.pt", "MMLU.pt", "config.json"]
-    assert (up["repo_id"], up["repo_type"], up["path_in_repo"]) == ("me/ds", "dataset", "chat_eval")
-    assert up["folder_path"] == str(out)
+def test_upload(tmp_path, tok, hub):
+    out = run_step(tmp_path, tok, "--hf-mirror", make_hub(tmp_path / "mirror"), "--hf-user", "me")
+    # this step's files and its manifest, not the tokenizer or lock files beside them
+    assert sorted(repo_files(hub, "me/ds")) == [f"chat_eval/{n}" for n in (
+        "ARC-Challenge.pt", "ARC-Easy.pt", "MMLU.pt", "config.json", "manifest.json")]
+    assert repo_files(hub, "me/ds") == published_files(out.parent)
 
 
 def test_upload_without_user_fails_before_work(tmp_path, tok, monkeypatch):
     monkeypatch.delenv("HF_USER", raising=False)
-    with pytest.raises(SystemExit, match="--hf-user"):
+    with pytest.raises(FlagError, match="--hf-user"):
         run_step(tmp_path, tok, "--hf-mirror", str(tmp_path / "nothing-here"))
     assert not (tmp_path / "out" / NAME / "chat_eval").exists()

@@ -29,4 +29,4 @@ def test_unavailable_baselines_are_reported(monkeypatch):
     monkeypatch.setattr(tiktoken, "get_encoding", offline)
     loaded, notes = compare.load_baselines()
     assert loaded == {}
-    assert len(notes) == 2 and "GPT-2 (gpt2) unavailable" in notes[0] and "TIKTOKEN_CACHE_DIR" in notes[0]
+    assert len(notes) == 2 and "GPT-2 (gpt2) left out: ConnectionError" in notes[0] and "--baselines-dir" in notes[0]

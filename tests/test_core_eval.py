@@ -9,11 +9,11 @@ import zipfile
 import pytest
 import torch
 
+from fixtures import published_files, repo_files
 from stacks_data import core_eval
 from stacks_data.cli import run_step
-from stacks_data.download import DownloadError
 from stacks_data.files import torch_save, torch_save_plain
-from stacks_data.parquet import InputError
+from stacks_data.errors import FlagError, InputError, NetworkError
 from stacks_data.tokenizer import RustBPETokenizer
 
 CORPUS = [
@@ -188,7 +188,7 @@ def test_truncation_keeps_the_last_tokens_and_shifts_indices(tmp_path, tok):
         assert (b["start_idx"], b["end_idx"]) == (a["start_idx"] - n, a["end_idx"] - n)
         assert b["tokens"][b["start_idx"]:b["end_idx"]] == a["tokens"][a["start_idx"]:a["end_idx"]]
     # cutting into the scored span is an error naming the task and the example
-    with pytest.raises(InputError, match=r"task mc: example 0 .*t.jsonl:2\).*cut into the scored span"):
+    with pytest.raises(InputError, match=r"cut into the scored span .*\(task mc: example 0 \(.*t.jsonl:2\)\)"):
         core_eval.tokenize_task(task, tok, 2)
 
 
@@ -276,30 +276,34 @@ def bad_task_error(tmp_path, text, **entry):
 
 def test_malformed_json_names_file_and_line(tmp_path):
     text = json.dumps(MC_ROWS[0]) + "\n\n" + '{"query": "x", "choices": [1,\n'
-    assert bad_task_error(tmp_path, text).startswith(f"{tmp_path}/bundle/eval_data/t.jsonl:3: malformed JSON")
+    err = bad_task_error(tmp_path, text)
+    assert err.startswith("malformed JSON") and f"({tmp_path}/bundle/eval_data/t.jsonl:3)" in err
 
 
 def test_missing_keys_name_file_and_line(tmp_path):
     text = json.dumps(MC_ROWS[0]) + "\n" + json.dumps({"query": "q", "choices": ["a"]}) + "\n"
-    assert "t.jsonl:2: missing key(s) ['gold'] for a multiple_choice task (mc)" in bad_task_error(tmp_path, text)
+    assert "missing key(s) ['gold'] for a multiple_choice task (mc) (" in bad_task_error(tmp_path, text)
+    assert "t.jsonl:2)" in bad_task_error(tmp_path, text)
     text = json.dumps({"context": "c"}) + "\n"
     err = bad_task_error(tmp_path, text, icl_task_type="language_modeling")
-    assert "t.jsonl:1: missing key(s) ['continuation']" in err
+    assert err.startswith("missing key(s) ['continuation']") and "t.jsonl:1)" in err
     text = json.dumps({"context_options": ["a", "b"], "gold": 0}) + "\n"
-    assert "t.jsonl:1: missing key(s) ['continuation']" in bad_task_error(tmp_path, text, icl_task_type="schema")
+    assert bad_task_error(tmp_path, text, icl_task_type="schema").startswith("missing key(s) ['continuation']")
 
 
 @pytest.mark.parametrize("gold", [2, -1, True, "0", 1.0])
 def test_gold_out_of_range(tmp_path, gold):
     text = json.dumps(MC_ROWS[0]) + "\n" + json.dumps({"query": "q", "choices": ["a", "b"], "gold": gold}) + "\n"
-    assert f"t.jsonl:2: gold {gold!r} is not an index into 'choices'" in bad_task_error(tmp_path, text)
+    err = bad_task_error(tmp_path, text)
+    assert err.startswith(f"gold {gold!r} is not an index into 'choices'") and "t.jsonl:2)" in err
     text = json.dumps({"context_options": ["a", "b"], "continuation": "c", "gold": gold}) + "\n"
-    assert "t.jsonl:1: gold" in bad_task_error(tmp_path, text, icl_task_type="schema")
+    err = bad_task_error(tmp_path, text, icl_task_type="schema")
+    assert err.startswith("gold") and "t.jsonl:1)" in err
 
 
 def test_choices_must_be_a_list(tmp_path):
     text = json.dumps({"query": "q", "choices": "ab", "gold": 0}) + "\n"
-    assert "t.jsonl:1: 'choices' must be a non-empty list" in bad_task_error(tmp_path, text)
+    assert bad_task_error(tmp_path, text).startswith("'choices' must be a non-empty list")
 
 
 def test_unknown_task_type_names_core_yaml_line(tmp_path):
@@ -315,19 +319,19 @@ def test_unknown_task_type_names_core_yaml_line(tmp_path):
         "  dataset_uri: t.jsonl\n"
         "  num_fewshot: [0]\n"
         "  icl_task_type: generation_task\n")
-    with pytest.raises(InputError, match=r"core.yaml:7: task 'sch': unknown icl_task_type 'generation_task'"):
+    with pytest.raises(InputError, match=r"task 'sch': unknown icl_task_type 'generation_task'.*core.yaml:7\)"):
         core_eval.load_bundle(str(tmp_path))
 
 
 def test_label_missing_from_meta_csv(tmp_path):
     write_bundle(tmp_path, [task_of(label="nope")], {"t.jsonl": MC_ROWS})
-    with pytest.raises(InputError, match=r"eval_meta_data.csv: no row with Eval Task 'nope' \(task at .*core.yaml:2\)"):
+    with pytest.raises(InputError, match=r"no row with Eval Task 'nope' \(task at .*core.yaml:2\) \(.*eval_meta_data.csv\)"):
         core_eval.load_bundle(str(tmp_path))
 
 
 def test_meta_csv_bad_baseline_names_line(tmp_path):
     write_bundle(tmp_path, [task_of()], {"t.jsonl": MC_ROWS}, csv=META_CSV + "bad,x,lots,y\n")
-    with pytest.raises(InputError, match=r"eval_meta_data.csv:6: Random baseline 'lots' is not a number"):
+    with pytest.raises(InputError, match=r"Random baseline 'lots' is not a number \(.*eval_meta_data.csv:6\)"):
         core_eval.load_bundle(str(tmp_path))
 
 
@@ -338,13 +342,13 @@ def test_too_few_rows_for_the_shots(tmp_path):
 def test_language_modeling_continuation_must_add_tokens(tmp_path, tok):
     text = "\n" + json.dumps({"context": "hello", "continuation": ""}) + "\n"  # line 2 (after a blank line)
     task = one_task(tmp_path, text, label="lm", icl_task_type="language_modeling", continuation_delimiter="")
-    with pytest.raises(InputError, match=r"task lm: example 0 \(.*t.jsonl:2\): the prompt without the continuation"):
+    with pytest.raises(InputError, match=r"the prompt without the continuation .*\(task lm: example 0 \(.*t.jsonl:2\)\)"):
         core_eval.tokenize_task(task, tok, 2048)
     # the fixture tokenizer merged "he" (the first token of "hello"), so "h" is not a token prefix of "hello"
     assert tok.decode(tok.encode("hello")[:1]) == "he"
     rows = [{"context": "h", "continuation": "ello"}]
     task = one_task(tmp_path, rows, label="lm", icl_task_type="language_modeling", continuation_delimiter="")
-    with pytest.raises(InputError, match=r"example 0 .*does not tokenize to a strict prefix"):
+    with pytest.raises(InputError, match=r"does not tokenize to a strict prefix.*example 0"):
         core_eval.tokenize_task(task, tok, 2048)
 
 
@@ -390,9 +394,10 @@ def test_outputs_config_and_worker_independence(workdir, tok):
     run_core(out2, "--eval-bundle", str(workdir / "bundle"), "--skip-upload", "--num-workers", "2")
     files = out_files(out1)
     assert files == out_files(out2)  # byte-identical for 1 and 2 workers
-    assert sorted(files) == ["config.json", "lm.pt", "mc.pt", "sch.pt"]
+    assert sorted(files) == ["config.json", "lm.pt", "manifest.json", "mc.pt", "sch.pt"]
     config = json.loads(files["config.json"])
-    assert config == {"max_seq_len": 2048, "bos_id": tok.get_bos_token_id(), "tasks": [
+    assert config == {"max_seq_len": 2048, "bos_id": tok.get_bos_token_id(),
+                      "tokenizer_fingerprint": tok.fingerprint(), "tasks": [
         {"label": "mc", "file": "mc.pt", "task_type": "multiple_choice", "num_examples": 4, "num_sequences": 9},
         {"label": "sch", "file": "sch.pt", "task_type": "schema", "num_examples": 1, "num_sequences": 2},
         {"label": "lm", "file": "lm.pt", "task_type": "language_modeling", "num_examples": 3, "num_sequences": 3},
@@ -412,7 +417,7 @@ def test_rerun_replaces_files_of_an_earlier_run(workdir):
     folder.mkdir(parents=True)
     (folder / "old_task.pt").write_bytes(b"stale")
     run_core(out, "--eval-bundle", str(workdir / "bundle"), "--skip-upload", "--num-workers", "1")
-    assert sorted(out_files(out)) == ["config.json", "lm.pt", "mc.pt", "sch.pt"]
+    assert sorted(out_files(out)) == ["config.json", "lm.pt", "manifest.json", "mc.pt", "sch.pt"]
 
 
 def test_torch_save_plain_writes_torch_save_bytes(tmp_path):
@@ -425,17 +430,15 @@ def test_torch_save_plain_writes_torch_save_bytes(tmp_path):
     assert torch.load(str(tmp_path / "2" / "t.pt")) == payload
 
 
-def test_upload(workdir, hub_calls):
-    with pytest.raises(SystemExit, match="--hf-user"):  # checked before any work
+def test_upload(workdir, hub, monkeypatch):
+    monkeypatch.delenv("HF_USER", raising=False)
+    with pytest.raises(FlagError, match="--hf-user"):  # checked before any work
         run_core(workdir / "out", "--eval-bundle", str(workdir / "bundle"), "--num-workers", "1")
     assert not os.path.exists(workdir / "out" / "ds" / "core_eval")
     run_core(workdir / "out", "--eval-bundle", str(workdir / "bundle"), "--num-workers", "1", "--hf-user", "me")
-    uploads = [c[1] for c in hub_calls if c[0] == "upload_folder"]
-    assert len(uploads) == 1
-    assert uploads[0]["repo_id"] == "me/ds" and uploads[0]["repo_type"] == "dataset"
-    assert uploads[0]["folder_path"] == os.path.join(str(workdir / "out"), "ds", "core_eval")
-    assert uploads[0]["path_in_repo"] == "core_eval"
-    assert ("create_repo", "me/ds", {"repo_type": "dataset", "exist_ok": True}) in hub_calls
+    assert sorted(repo_files(hub, "me/ds")) == [f"core_eval/{n}" for n in (
+        "config.json", "lm.pt", "manifest.json", "mc.pt", "sch.pt")]
+    assert repo_files(hub, "me/ds") == published_files(workdir / "out" / "ds")
 
 
 # ---------------------------------------------------------------- downloading the bundle
@@ -472,7 +475,7 @@ def test_step_downloads_bundle_by_default(workdir, file_server, monkeypatch):
     run_core(workdir / "out", "--eval-bundle-url", f"{file_server.url}/eval_bundle.zip", "--skip-upload",
              "--num-workers", "1")
     assert os.path.isfile(workdir / "out" / "eval_bundle" / "core.yaml")
-    assert sorted(out_files(workdir / "out")) == ["config.json", "lm.pt", "mc.pt", "sch.pt"]
+    assert sorted(out_files(workdir / "out")) == ["config.json", "lm.pt", "manifest.json", "mc.pt", "sch.pt"]
 
 
 def test_corrupt_zip_is_retried_then_rejected(workdir, file_server):
@@ -481,7 +484,7 @@ def test_corrupt_zip_is_retried_then_rejected(workdir, file_server):
     data[at] ^= 0xFF
     (workdir / "served" / "eval_bundle.zip").write_bytes(bytes(data))
     out = workdir / "dl"
-    with pytest.raises(DownloadError, match="3 attempts"):
+    with pytest.raises(NetworkError, match="3 attempts"):
         core_eval.fetch_bundle(f"{file_server.url}/eval_bundle.zip", str(out), retries=2, backoff=0)
     assert file_server.requests.count("/eval_bundle.zip") == 3
     assert os.listdir(out) == []  # nothing half-done under any name

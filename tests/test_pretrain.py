@@ -9,17 +9,19 @@ import pytest
 import tiktoken
 import torch
 
-from fixtures import write_corpus
+from fixtures import published_files, repo_files, write_corpus
 from stacks_data import binfile, pretokenize
 from stacks_data.cli import run_step
-from stacks_data.parquet import InputError
+from stacks_data.errors import FlagError, InputError, OutputError
 from stacks_data.tokenizer import RustBPETokenizer
 
 NUM_FILES = 4  # files 0..2 train, file 3 val; tokenizer trains on file 0 (file 1 held out)
 
 
 def pretrain(corpus, out, *extra):
+    os.makedirs(os.path.join(os.path.dirname(out), "baselines"), exist_ok=True)  # offline: no GPT-2/GPT-4 columns
     run_step("pretrain", ["--parquet-dir", str(corpus), "--out-dir", str(out), "--dataset-name", "ds",
+                          "--baselines-dir", os.path.join(os.path.dirname(out), "baselines"),
                           "--num-shards", str(NUM_FILES), "--tok-train-shards", "2", "--vocab-size", "320",
                           "--shard-size", "1000", "--num-workers", "1", "--skip-upload", *extra])
     return out / "ds"
@@ -101,11 +103,14 @@ def test_downloads_through_faults(corpus, tmp_path, file_server):
     file_server.faults["/shard_00000.parquet"] = ["500", "truncate"]
     file_server.faults["/shard_00003.parquet"] = ["drop"]
     local = tmp_path / "downloaded"
+    local.mkdir()
     reference = pretrain(source, tmp_path / "ref")
     out = pretrain(local, tmp_path / "out", "--base-url", file_server.url)
     got, want = files_bytes(out), files_bytes(reference)
     assert json.loads(got.pop("config.json"))["source"]["base_url"] == file_server.url
-    want.pop("config.json")
+    for name in ("config.json", "manifest.json"):  # they name their config.json: the sources differ
+        want.pop(name)
+    got.pop("manifest.json")
     assert got == want
     assert sorted(os.listdir(local)) == sorted(os.listdir(source))  # no .part left
     assert file_server.requests.count("/shard_00000.parquet") == 3
@@ -138,7 +143,7 @@ def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
     assert files_bytes(out) == reference
     # finished work was not redone: val is done; train's 4 shards (4000 tokens) end inside its second row
     # group (of 9, ~2000 tokens each), where it resumes
-    assert calls[0] == (str(parquet_dir / "shard_00000.parquet"), 1, 25)
+    assert calls[0] == (str(parquet_dir / "shard_00000.parquet"), 1, 25, "text")
     assert len(calls) == 8
 
     calls.clear()
@@ -161,10 +166,14 @@ def test_crash_in_training_retrains(corpus, tmp_path, monkeypatch):
     assert files_bytes(pretrain(parquet_dir, tmp_path / "out")) == reference
 
 
-def test_changed_flags_replace_stale_shards(corpus, tmp_path):
+def test_changed_flags_are_refused_unless_overwrite(corpus, tmp_path):
     parquet_dir, _ = corpus
     out = pretrain(parquet_dir, tmp_path / "out")
-    pretrain(parquet_dir, tmp_path / "out", "--shard-size", "3000")
+    before = files_bytes(out)
+    with pytest.raises(OutputError, match=r"shards: shard_size is 1000 in the folder, 3000 in the command.*--overwrite"):
+        pretrain(parquet_dir, tmp_path / "out", "--shard-size", "3000")
+    assert files_bytes(out) == before  # refused before anything changed
+    pretrain(parquet_dir, tmp_path / "out", "--shard-size", "3000", "--overwrite")
     assert all(len(t) == 3000 for t in bins(out, "train_"))
     config = json.loads((out / "config.json").read_text())
     assert config["shard_size"] == 3000
@@ -175,7 +184,7 @@ def test_moving_shards_to_a_subdir_removes_the_old_ones(corpus, tmp_path):
     parquet_dir, _ = corpus
     out = pretrain(parquet_dir, tmp_path / "out")
     assert bins(out, "train_")
-    pretrain(parquet_dir, tmp_path / "out", "--bin-subdir", "fineweb_edu")
+    pretrain(parquet_dir, tmp_path / "out", "--bin-subdir", "fineweb_edu", "--overwrite")
     assert not [f for f in os.listdir(out) if f.endswith(".bin")]
     assert len(bins(out / "fineweb_edu", "train_")) == json.loads((out / "config.json").read_text())["train_shards"]
 
@@ -183,23 +192,23 @@ def test_moving_shards_to_a_subdir_removes_the_old_ones(corpus, tmp_path):
 def test_reused_tokenizer_must_match(corpus, tmp_path):
     parquet_dir, _ = corpus
     pretrain(parquet_dir, tmp_path / "out")
-    with pytest.raises(SystemExit, match="trained differently"):
+    with pytest.raises(OutputError, match="tokenizer: vocab_size is 320 in the folder, 330 in the command"):
         pretrain(parquet_dir, tmp_path / "out", "--vocab-size", "330")
 
 
 @pytest.mark.parametrize("vocab", ["200", "70000"])
 def test_bad_vocab_size(corpus, tmp_path, vocab):
     parquet_dir, _ = corpus
-    with pytest.raises(ValueError, match="vocab size"):
+    with pytest.raises(FlagError, match=r"must be between 265 and 65,536, got .* \(--vocab-size\)"):
         pretrain(parquet_dir, tmp_path / "out", "--vocab-size", vocab)
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("table, message", [
-    (pa.table({"content": ["a", "b"]}), r"shard_00002.parquet: missing column\(s\) \['text'\]"),
-    (pa.table({"text": ["a", None, "c"]}), r"shard_00002.parquet: row 1: 'text' is null"),
-    (pa.table({"text": [1, 2]}), r"shard_00002.parquet: column 'text' has type int64, expected string"),
-    (None, r"shard_00002.parquet: not a readable parquet file"),
+    (pa.table({"content": ["a", "b"]}), r"missing column\(s\) \['text'\].* \(.*shard_00002.parquet\)"),
+    (pa.table({"text": ["a", None, "c"]}), r"'text' is null, expected a string \(.*shard_00002.parquet row 1\)"),
+    (pa.table({"text": [1, 2]}), r"column 'text' has type int64, expected string \(.*shard_00002.parquet\)"),
+    (None, r"not a readable parquet file .*\(.*shard_00002.parquet\)"),
 ])
 def test_bad_input_names_file_and_row(corpus, tmp_path, table, message):
     parquet_dir, _ = corpus
@@ -216,24 +225,22 @@ def test_bad_input_names_file_and_row(corpus, tmp_path, table, message):
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
-def test_upload(corpus, tmp_path, monkeypatch, hub_calls):
-    calls = hub_calls
+def test_upload(corpus, tmp_path, monkeypatch, hub):
+    monkeypatch.delenv("HF_USER", raising=False)
     monkeypatch.setenv("HF_TOKEN", "secret")
     parquet_dir, _ = corpus
     args = ["--parquet-dir", str(parquet_dir), "--out-dir", str(tmp_path / "out"), "--dataset-name", "ds",
             "--num-shards", "4", "--tok-train-shards", "2", "--vocab-size", "320", "--shard-size", "1000",
-            "--num-workers", "1"]
-    with pytest.raises(SystemExit, match="--hf-user"):
+            "--num-workers", "1", "--baselines-dir", str(parquet_dir)]
+    with pytest.raises(FlagError, match="--hf-user"):
         run_step("pretrain", args)  # refused before any work
-    assert not (tmp_path / "out").exists() and not calls
+    assert not (tmp_path / "out").exists() and not hub.requests
     run_step("pretrain", args + ["--hf-user", "me"])
-    assert calls[0] == ("init", {"token": "secret"})
-    assert calls[1] == ("create_repo", "me/ds", {"repo_type": "dataset", "exist_ok": True})
-    upload = calls[2][1]
-    assert upload["repo_id"] == "me/ds" and upload["repo_type"] == "dataset"
-    assert upload["folder_path"] == str(tmp_path / "out" / "ds") and upload["path_in_repo"] is None
-    # this step's files only (not other steps' folders), never progress or temp files
-    assert upload["allow_patterns"] == ["config.json", "tokenizer_comparison.md", "tokenizer/*",
-                                        "train_*.bin", "val_*.bin"]
-    assert {".*", "*.tmp", "*.part"} <= set(upload["ignore_patterns"])
-    assert pretokenize.STATE_FILE in calls[2][2]  # it is there, and ".*" keeps it out
+    out = tmp_path / "out" / "ds"
+    uploaded = repo_files(hub, "me/ds")
+    # this step's files (manifest included), never progress, lock or temp files
+    assert uploaded == published_files(out)
+    assert {"manifest.json", "config.json", "tokenizer/tokenizer.pkl", "tokenizer_comparison.md"} <= set(uploaded)
+    assert not [p for p in uploaded if p.startswith(".") or "/." in p]
+    # the hub endpoint is plain http here: the token was not sent
+    assert set(hub.authorizations) == {None}

@@ -1,6 +1,5 @@
 """The SFT step end to end: mixture order, shards, config.json, hub loading, workers, invalid rows, upload."""
 
-import argparse
 import filecmp
 import json
 import os
@@ -11,8 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fixtures import published_files, repo_files
 from stacks_data import sft
 from stacks_data import sft_sources as S
+from stacks_data.cli import run_step
+from stacks_data.errors import FlagError, InputError
 from stacks_data.binfile import read_bin
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -83,7 +85,7 @@ def tokenizer_dir(tmp_path_factory):
 def work(tmp_path, tokenizer_dir, monkeypatch):
     """tmp_path with hub/, words.txt, out/tiny/tokenizer and identity conversations; cwd = tmp_path."""
     monkeypatch.chdir(tmp_path)
-    make_hub(str(tmp_path / "hub"))
+    make_hub(str(tmp_path / "mirror"))
     (tmp_path / "words.txt").write_text("\r\n".join(WORDS) + "\r\n")
     tok_dir = tmp_path / "out" / NAME / "tokenizer"
     tok_dir.mkdir(parents=True)
@@ -94,18 +96,16 @@ def work(tmp_path, tokenizer_dir, monkeypatch):
 
 
 def run_sft(work, *extra, out="out", mirror=True):
-    parser = argparse.ArgumentParser()
-    sft.add_arguments(parser)
     argv = ["--out-dir", str(work / out), "--dataset-name", NAME, "--skip-upload", "--num-workers", "1",
             "--simple-spelling-size", "50", "--spelling-bee-size", "30", "--words-file", str(work / "words.txt"),
             "--shard-size", "500", *extra]
     if mirror:
-        argv += ["--hf-mirror", str(work / "hub")]
+        argv += ["--hf-mirror", str(work / "mirror")]
     if out != "out" and not (work / out / NAME).exists():  # another output folder: same inputs
         (work / out / NAME).mkdir(parents=True)
         os.symlink(work / "out" / NAME / "tokenizer", work / out / NAME / "tokenizer")
         os.symlink(work / "out" / NAME / "identity_conversations.jsonl", work / out / NAME / "identity_conversations.jsonl")
-    sft.run(parser.parse_args(argv))
+    run_step("sft", argv)
     folder = work / out / NAME / "sft"
     return folder, json.loads((folder / "config.json").read_text())
 
@@ -136,8 +136,8 @@ def reference_mixture(split, simple=50, bee=30):
         parts = [[{"messages": m} for m in hf_shuffled(smoltalk_rows("train", 17))],
                  [S.mmlu_conversation(r) for r in hf_shuffled(mmlu_rows("aux", 12))],
                  gsm, gsm, identity, identity,
-                 [S.simple_spelling_conversation(i, shuffled_words) for i in range(simple)],
-                 [S.spelling_bee_conversation(i, WORDS) for i in range(bee)]]
+                 [S.simple_spelling_conversation(i, (WORDS, shuffled_words)) for i in range(simple)],
+                 [S.spelling_bee_conversation(i, (WORDS, shuffled_words)) for i in range(bee)]]
     mixture = [c for part in parts for c in part]
     random.Random(42).shuffle(mixture)
     return mixture
@@ -189,7 +189,7 @@ def test_truncation_is_counted(work, tokenizer_dir):
 
 
 def test_val_takes_first_5200_mmlu_and_420_gsm8k(work):
-    make_hub(str(work / "hub"), mmlu_test=5203, gsm_test=423)
+    make_hub(str(work / "mirror"), mmlu_test=5203, gsm_test=423)
     _, config = run_sft(work, "--simple-spelling-size", "0", "--spelling-bee-size", "0", "--shard-size", "100000")
     assert config["val_source_counts"] == {"SmolTalk": 5, "MMLU": 5200, "GSM8K": 420}
     assert config["val_conversations"] == 5625
@@ -214,13 +214,11 @@ def test_loading_from_the_hub_server_matches_the_mirror(work, file_server, monke
     monkeypatch.setenv("HF_ENDPOINT", file_server.url)
     monkeypatch.setenv("STACKS_DATA_CACHE", str(work / "cache"))
     mirrored, _ = run_sft(work, out="mirrored")
-    parser = argparse.ArgumentParser()
-    sft.add_arguments(parser)
     words_url = f"{file_server.url}/dwyl/words_alpha.txt"
     argv = ["--out-dir", str(work / "out"), "--dataset-name", NAME, "--skip-upload", "--num-workers", "1",
             "--simple-spelling-size", "50", "--spelling-bee-size", "30", "--shard-size", "500",
             "--words-url", words_url]
-    sft.run(parser.parse_args(argv))
+    run_step("sft", argv)
     served = work / "out" / NAME / "sft"
     names = sorted(os.listdir(mirrored))
     assert names == sorted(os.listdir(served))
@@ -232,16 +230,16 @@ def test_loading_from_the_hub_server_matches_the_mirror(work, file_server, monke
     assert "/datasets/openai/gsm8k/resolve/main/main/test-00000-of-00001.parquet" in file_server.requests
     # a second run reads everything from the cache
     file_server.requests.clear()
-    sft.run(parser.parse_args(argv))
+    run_step("sft", argv)
     assert not any(r.endswith(".parquet") or r.endswith("words_alpha.txt") for r in file_server.requests)
 
 
 def write_bad_rows(work):
-    smol = work / "hub" / "HuggingFaceTB" / "smol-smoltalk" / "data" / "train-00001-of-00002.parquet"
+    smol = work / "mirror" / "HuggingFaceTB" / "smol-smoltalk" / "data" / "train-00001-of-00002.parquet"
     rows = pq.read_table(smol).column("messages").to_pylist()
     rows[2] = [{"role": "assistant", "content": "I speak first"}, {"role": "user", "content": "?"}]
     pq.write_table(pa.table({"messages": rows}), smol)
-    aux = work / "hub" / "cais" / "mmlu" / "auxiliary_train" / "train-00000-of-00001.parquet"
+    aux = work / "mirror" / "cais" / "mmlu" / "auxiliary_train" / "train-00000-of-00001.parquet"
     rows = pq.read_table(aux).column("train").to_pylist()
     rows[5]["choices"] = ["only", "three", "choices"]
     pq.write_table(pa.table({"train": rows}), aux)
@@ -249,12 +247,13 @@ def write_bad_rows(work):
 
 def test_invalid_conversation_is_an_error_naming_source_and_row(work):
     write_bad_rows(work)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(InputError) as error:
         run_sft(work)
     message = str(error.value)
     # the first bad row in mixture order is reported (SmolTalk row 11 sits at mixture position 21, the
     # MMLU one at 52), by its row in the split (9 + 2) and in its file
-    assert "SmolTalk row 11 (" in message and "train-00001-of-00002.parquet row 2): message 0" in message
+    assert message.startswith("invalid conversation in the train mixture: message 0")
+    assert "(SmolTalk row 11 (" in message and "train-00001-of-00002.parquet row 2))" in message
     assert "--skip-invalid" in message
 
 
@@ -276,32 +275,27 @@ def test_missing_identity_file_is_skipped(work, capsys):
     assert config["train_conversations"] == 17 + 12 + 14 + 50 + 30
 
 
-def test_stale_shards_are_removed(work):
+def test_a_rerun_replaces_the_whole_folder(work):
     folder = work / "out" / NAME / "sft"
     folder.mkdir()
     (folder / "sft_train_000099.bin").write_bytes(b"old")
-    (folder / "notes.txt").write_text("keep me")
     run_sft(work)
-    assert not (folder / "sft_train_000099.bin").exists() and (folder / "notes.txt").exists()
+    assert not (folder / "sft_train_000099.bin").exists()
+    assert sorted(os.listdir(folder)) == sorted(p[len("sft/"):] for p in published_files(work / "out" / NAME))
 
 
-def test_upload(work, hub_calls):
-    parser = argparse.ArgumentParser()
-    sft.add_arguments(parser)
+def test_upload(work, hub):
     argv = ["--out-dir", str(work / "out"), "--dataset-name", NAME, "--hf-user", "someone", "--num-workers", "1",
             "--simple-spelling-size", "5", "--spelling-bee-size", "5", "--words-file", str(work / "words.txt"),
-            "--hf-mirror", str(work / "hub")]
-    sft.run(parser.parse_args(argv))
-    _, (create, repo, create_kwargs), (upload, upload_kwargs, _) = hub_calls
-    assert (create, repo, create_kwargs["repo_type"]) == ("create_repo", f"someone/{NAME}", "dataset")
-    assert upload_kwargs["repo_id"] == f"someone/{NAME}" and upload_kwargs["path_in_repo"] == "sft"
-    assert upload_kwargs["folder_path"] == str(work / "out" / NAME / "sft")
+            "--hf-mirror", str(work / "mirror")]
+    run_step("sft", argv)
+    uploaded = repo_files(hub, f"someone/{NAME}")
+    assert uploaded == published_files(work / "out" / NAME)
+    assert "sft/manifest.json" in uploaded and all(p.startswith("sft/") for p in uploaded)
 
 
 def test_upload_without_user_fails_before_work(work, monkeypatch):
     monkeypatch.delenv("HF_USER", raising=False)
-    parser = argparse.ArgumentParser()
-    sft.add_arguments(parser)
-    with pytest.raises(SystemExit, match="--hf-user"):
-        sft.run(parser.parse_args(["--out-dir", str(work / "out"), "--dataset-name", NAME]))
+    with pytest.raises(FlagError, match="--hf-user"):
+        run_step("sft", ["--out-dir", str(work / "out"), "--dataset-name", NAME])
     assert not (work / "out" / NAME / "sft").exists()

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from stacks_data import sft_sources as S
+from stacks_data.errors import InputError
 from stacks_data.tokenizer import RustBPETokenizer
 
 TEXT = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -53,7 +54,7 @@ def test_smoltalk_from_arrow_payload(tok):
     """The payload shipped to workers is an Arrow slice of list<struct{role, content}>."""
     array = pa.array([[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
                       [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]])
-    out = list(S.conversations("smoltalk", array, None))
+    out = list(S.conversations(S.smoltalk_conversation, array, None))
     assert out == [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
                    {"messages": [{"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}]}]
 
@@ -147,7 +148,7 @@ def test_custom_json_file_and_conversation(tmp_path, tok):
                     + "{not json\n")
     source = S.custom_json(str(path))
     assert source.n == 3  # the blank line is not a row
-    out = list(S.conversations("custom_json", source.payload([0, 1, 2]), None))
+    out = list(S.conversations(S.custom_json_conversation, source.payload([0, 1, 2]), None))
     assert out[0] == {"messages": [{"role": "user", "content": "Who are you?"},
                                    {"role": "assistant", "content": "A small model."}]}
     assert isinstance(out[1], S.Invalid) and "message 0: expected role 'user'" in str(out[1])
@@ -167,7 +168,7 @@ def test_load_words_strips_crlf_and_drops_blanks(tmp_path):
     path.write_bytes(b"a\r\naardvark\r\n\r\n  zebra \r\nyak")
     assert S.load_words(str(path)) == ["a", "aardvark", "zebra", "yak"]
     path.write_bytes(b"\r\n\n")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         S.load_words(str(path))
 
 
@@ -180,7 +181,7 @@ def test_spelling_words_shuffle_once_with_seed_42():
 
 
 def test_simple_spelling(tok):
-    conversation = S.simple_spelling_conversation(7, ["apple"])
+    conversation = S.simple_spelling_conversation(7, (None, ["apple"]))
     assert conversation == {"messages": [{"role": "user", "content": "Spell the word: apple"},
                                          {"role": "assistant", "content": "apple:a,p,p,l,e"}]}
     assert tok.render_conversation(conversation) == expected(tok, [
@@ -191,15 +192,15 @@ def test_simple_spelling(tok):
     words = [f"word{i}" for i in range(1000)]
     for seed in (0, 1, 5, 10_000_003):
         word = random.Random(seed).choice(words)
-        assert S.simple_spelling_conversation(seed, words)["messages"][0]["content"] == f"Spell the word: {word}"
+        assert S.simple_spelling_conversation(seed, (None, words))["messages"][0]["content"] == f"Spell the word: {word}"
     assert S.simple_spelling(3, "val").payload([0, 2]) == [10_000_000, 10_000_002]
     assert S.simple_spelling(3, "train").payload([0, 2]) == [0, 2]
 
 
 def test_spelling_bee_hand_checked(tok):
     seed = next(s for s in range(1000)
-                if S.spelling_bee_conversation(s, ["banana"])["messages"][1]["content"][1]["text"].endswith("('a')"))
-    conversation = S.spelling_bee_conversation(seed, ["banana"])
+                if S.spelling_bee_conversation(s, (["banana"], None))["messages"][1]["content"][1]["text"].endswith("('a')"))
+    conversation = S.spelling_bee_conversation(seed, (["banana"], None))
     user, assistant = conversation["messages"]
     assert user["role"] == "user" and assistant["role"] == "assistant"
     assert "banana" in user["content"]
@@ -226,8 +227,8 @@ def test_spelling_bee_counts_and_variety():
     questions, templates_seen = set(), set()
     letters_outside = 0
     for seed in range(600):
-        a = S.spelling_bee_conversation(seed, words)
-        assert a == S.spelling_bee_conversation(seed, words)  # a pure function of the seed
+        a = S.spelling_bee_conversation(seed, (words, None))
+        assert a == S.spelling_bee_conversation(seed, (words, None))  # a pure function of the seed
         user, parts = a["messages"][0]["content"], a["messages"][1]["content"]
         assert [p["type"] for p in parts] == ["text", "python", "python_output", "text"]
         word, letter = re.fullmatch(r"'(\w+)'\.count\('(\w)'\)", parts[1]["text"]).groups()

@@ -1,9 +1,12 @@
+import copyreg
+import hashlib
 import pickle
 
 import pytest
 import tiktoken
 
 from fixtures import make_docs
+from stacks_data.errors import InputError
 from stacks_data.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, RustBPETokenizer, capped_texts, check_vocab_size
 
 
@@ -15,13 +18,13 @@ def tok():
 def test_training_layout(tok):
     assert tok.get_vocab_size() == 400
     assert tok.enc.name == "rustbpe"
-    ranks = len(tok.enc._mergeable_ranks)
+    ranks = len(tok.spec["mergeable_ranks"])
     assert ranks == 400 - len(SPECIAL_TOKENS)
     # the special tokens take the ids right after the ranks, in the documented order, <|bos|> first
     assert [tok.encode_special(s) for s in SPECIAL_TOKENS] == list(range(ranks, 400))
     assert tok.get_bos_token_id() == ranks
     assert tok.get_special_tokens() == set(SPECIAL_TOKENS)
-    assert tok.enc._pat_str == SPLIT_PATTERN
+    assert tok.spec["pat_str"] == SPLIT_PATTERN
 
 
 def test_training_is_deterministic(tok):
@@ -54,12 +57,53 @@ def test_save_and_load(tok, tmp_path):
     loaded = RustBPETokenizer.from_directory(tmp_path)
     assert loaded.fingerprint() == tok.fingerprint()
     assert loaded.get_bos_token_id() == tok.get_bos_token_id()
-    with pytest.raises(FileNotFoundError, match="dataset_and_vocab"):
+    with pytest.raises(InputError, match="dataset_and_vocab"):
         RustBPETokenizer.from_directory(tmp_path / "missing")
+    sha = hashlib.sha256((tmp_path / "tokenizer.pkl").read_bytes()).hexdigest()
+    assert RustBPETokenizer.from_directory(tmp_path, sha256=sha).fingerprint() == tok.fingerprint()
+    with pytest.raises(InputError, match="not the one config.json names"):
+        RustBPETokenizer.from_directory(tmp_path, sha256="0" * 64)
+
+
+class CreatesAFile:
+    """A pickle payload that, unpickled the plain way, creates a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("payload", ["reduce", "nested", "registered name", "wrong keys", "not bytes"])
+def test_loading_refuses_anything_but_an_encoding_of_plain_data(tok, tmp_path, payload):
+    victim = tmp_path / "pwned"
+    if payload == "reduce":
+        data = pickle.dumps(CreatesAFile(str(victim)))
+    elif payload == "nested":  # a real Encoding's state with the payload hidden inside
+        data = _encoding_pickle({**tok.spec, "name": CreatesAFile(str(victim))})
+    elif payload == "registered name":  # tiktoken pickles its registered encodings by name
+        data = _encoding_pickle("gpt2")
+    elif payload == "wrong keys":
+        data = _encoding_pickle({**tok.spec, "extra": 1})
+    else:
+        data = _encoding_pickle({**tok.spec, "mergeable_ranks": {"a": 0}})
+    (tmp_path / "tokenizer.pkl").write_bytes(data)
+    with pytest.raises(InputError) as error:
+        RustBPETokenizer.from_directory(tmp_path)
+    assert not victim.exists()
+    assert "do not load this file" in str(error.value) and str(tmp_path / "tokenizer.pkl") in str(error.value)
+
+
+def _encoding_pickle(state) -> bytes:
+    """The bytes pickle writes for a tiktoken.Encoding whose __getstate__ returns `state`."""
+    enc = tiktoken.Encoding("x", pat_str=r"\S+", mergeable_ranks={bytes([i]): i for i in range(256)}, special_tokens={})
+    enc.__reduce_ex__ = lambda protocol: (copyreg.__newobj__, (tiktoken.Encoding,), state)
+    return pickle.dumps(enc, protocol=4)
 
 
 def test_from_pretrained_uses_endoftext(monkeypatch, tok):
-    enc = tiktoken.Encoding("fake", pat_str=tok.enc._pat_str, mergeable_ranks=tok.enc._mergeable_ranks,
+    enc = tiktoken.Encoding("fake", pat_str=tok.spec["pat_str"], mergeable_ranks=tok.spec["mergeable_ranks"],
                             special_tokens={"<|endoftext|>": 391})
     monkeypatch.setattr(tiktoken, "get_encoding", lambda name: enc if name == "gpt2" else None)
     assert RustBPETokenizer.from_pretrained("gpt2").get_bos_token_id() == 391
@@ -68,11 +112,11 @@ def test_from_pretrained_uses_endoftext(monkeypatch, tok):
 def test_token_byte_lengths(tok):
     lengths = tok.token_byte_lengths()
     assert len(lengths) == tok.get_vocab_size()
-    for i in range(len(tok.enc._mergeable_ranks)):
+    for i in range(len(tok.spec["mergeable_ranks"])):
         assert lengths[i] == len(tok.enc.decode_single_token_bytes(i))
     assert all(lengths[tok.encode_special(s)] == 0 for s in SPECIAL_TOKENS)
     # a lone UTF-8 lead byte is one byte, although it decodes to a 3-byte replacement character
-    lead = tok.enc._mergeable_ranks[b"\xe2"]
+    lead = tok.spec["mergeable_ranks"][b"\xe2"]
     assert lengths[lead] == 1 and len(tok.decode([lead]).encode()) == 3
 
 
@@ -132,7 +176,7 @@ def test_render_conversation_errors(tok):
 
 
 def test_too_little_text_for_the_vocab_is_an_error():
-    with pytest.raises(ValueError, match="only supports a vocab of"):
+    with pytest.raises(InputError, match="only supports a vocab of"):
         RustBPETokenizer.train_from_iterator(["abab abab"], 1000)
 
 

@@ -1,0 +1,140 @@
+"""
+The pretraining corpora: which parquet shards, where they come from, where they are cached.
+
+- `fineweb-edu` (default): karpathy/fineweb-edu-100b-shuffle, shard_00000 .. shard_01822.parquet
+- `climbmix`: karpathy/climbmix-400b-shuffle, shard_00000 .. shard_06542.parquet; its .bin shards go
+  to the `climbmix/` sub-folder, where the seed project's current training scripts read them
+- `hf:OWNER/NAME`: any parquet dataset on the hub: the files matching --files, in name order
+
+Shards live in a local folder (--parquet-dir, else a cache folder per corpus under
+$NANOCHAT_BASE_DIR or ~/.cache/nanochat); a shard already there is used as it is, so a folder filled
+by hand works offline; a missing one is downloaded (and checked: parquet footer and text column)
+before it is renamed into place.
+"""
+
+import fnmatch
+import glob
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from stacks_data.download import download, hub_endpoint
+from stacks_data.errors import FlagError, InputError
+from stacks_data.parquet import open_parquet
+from stacks_data.progress import bar
+
+PRESETS = {  # name: (repo, dataset name prefix, cache folder, default --num-shards, .bin sub-folder, shards)
+    "fineweb-edu": ("karpathy/fineweb-edu-100b-shuffle", "fineweb_edu", "base_data", 370, "", 1823),
+    "climbmix": ("karpathy/climbmix-400b-shuffle", "climbmix", "base_data_climbmix", 170, "climbmix", 6543),
+}
+MAX_PARALLEL_DOWNLOADS = 8
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str                        # the --corpus value
+    repo_id: str
+    prefix: str                      # of the default dataset name
+    cache_name: str                  # the default --parquet-dir's folder name
+    default_num_shards: int | None   # None: every file that matches --files
+    bin_subdir: str                  # where the seed's training scripts look for this corpus's .bin shards
+    num_available: int | None        # shard_00000.. shard_<n-1>; None: the files are listed (hf:)
+
+    def default_dataset_name(self, vocab_size: int, tok_train_shards: int, num_shards: int | None) -> str:
+        """fineweb_edu_32k_8_370 at the default flags: the seed's name, following the flags."""
+        return f"{self.prefix}_{vocab_size // 1024}k_{tok_train_shards}_{num_shards or 'all'}"
+
+    def default_base_url(self) -> str:
+        return f"{hub_endpoint()}/datasets/{self.repo_id}/resolve/main"
+
+
+def get_corpus(name: str) -> Corpus:
+    if name in PRESETS:
+        return Corpus(name, *PRESETS[name])
+    if name.startswith("hf:") and re.fullmatch(r"[\w.-]+/[\w.-]+", name[3:]):
+        repo = name[3:]
+        prefix = re.sub(r"[^a-z0-9]+", "_", repo.split("/")[1].lower()).strip("_")
+        return Corpus(name, repo, prefix, "base_data_hf_" + repo.replace("/", "__"), None, "", None)
+    raise FlagError(f"unknown corpus {name!r}", "--corpus",
+                    f"pass one of {', '.join(PRESETS)}, or hf:OWNER/NAME for a parquet dataset on the hub")
+
+
+def default_parquet_dir(corpus: Corpus) -> str:
+    base = os.environ.get("NANOCHAT_BASE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "nanochat")
+    return os.path.join(base, corpus.cache_name)
+
+
+def shard_names(corpus: Corpus, num_shards: int | None, files_pattern: str, parquet_dir: str,
+                local_only: bool) -> list[str]:
+    """The repo paths of the run's shards, in order (the last is val).
+
+    Numbered corpora: shard_00000.parquet ... For hf: corpora the files matching files_pattern: those
+    in parquet_dir when it has any and `local_only` (an explicit --parquet-dir: the offline form),
+    else the hub's listing.
+    """
+    if corpus.num_available is not None:
+        if num_shards > corpus.num_available:
+            raise FlagError(f"{corpus.name} has {corpus.num_available:,} shards, asked for {num_shards:,}",
+                            "--num-shards", f"pass at most {corpus.num_available}")
+        return [f"shard_{i:05d}.parquet" for i in range(num_shards)]
+    names = _local_names(parquet_dir, files_pattern) if local_only else []
+    if not names:
+        from stacks_data.hub import list_files
+
+        names = list_files(corpus.repo_id, files_pattern, offline=f"put the files in a folder and pass "
+                                                                  f"--parquet-dir DIR (DIR/{files_pattern})")
+    if not names:
+        raise InputError(f"no file of {corpus.repo_id} matches {files_pattern!r}", "--files",
+                         "check the pattern (it is matched against paths in the repo, e.g. 'data/*.parquet')")
+    if num_shards is not None and num_shards > len(names):
+        raise FlagError(f"{corpus.name} has {len(names)} files matching {files_pattern!r}, asked for {num_shards}",
+                        "--num-shards", f"pass at most {len(names)}")
+    return names[:num_shards] if num_shards is not None else names
+
+
+def _local_names(parquet_dir: str, pattern: str) -> list[str]:
+    paths = glob.glob(os.path.join(parquet_dir, pattern), recursive=True)
+    names = sorted(os.path.relpath(p, parquet_dir).replace(os.sep, "/") for p in paths)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+class Shards:
+    """Where the run's shards are on disk, and how a missing one is fetched."""
+
+    def __init__(self, names: list[str], parquet_dir: str, base_url: str, text_column: str):
+        self.names, self.parquet_dir, self.base_url, self.text_column = names, parquet_dir, base_url, text_column
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.parquet_dir, *name.split("/"))
+
+    def paths(self, names: list[str] | None = None) -> list[str]:
+        return [self.path(n) for n in (self.names if names is None else names)]
+
+    def fetch(self, name: str) -> str:
+        """The local path of a shard, downloaded first when missing."""
+        return download(f"{self.base_url.rstrip('/')}/{name}", self.path(name),
+                        offline=f"download the shards elsewhere and pass --parquet-dir DIR (DIR/{name}, ...)",
+                        verify=self.check)
+
+    def check(self, path: str) -> None:
+        """InputError unless `path` is a parquet file with the text column and at least one row."""
+        if open_parquet(path, [self.text_column]).metadata.num_rows == 0:
+            raise InputError("the shard has no rows", path, "replace it with a shard that has documents")
+
+    def check_local(self) -> None:
+        """Check the shards already on disk (footers only: cheap), so that a bad one is found before
+        any work, not midway; downloaded ones are checked as they arrive."""
+        for path in self.paths():
+            if os.path.exists(path):
+                self.check(path)
+
+    def fetch_all(self, names: list[str]) -> list[str]:
+        """Local paths of `names`, downloading the missing ones (in parallel)."""
+        missing = [n for n in names if not os.path.exists(self.path(n))]
+        if missing:
+            with ThreadPoolExecutor(min(MAX_PARALLEL_DOWNLOADS, len(missing))) as pool:
+                for _ in bar(iterable=pool.map(self.fetch, missing), total=len(missing),
+                              desc=f"download to {self.parquet_dir}", unit="shard"):
+                    pass
+        return self.paths(names)

@@ -1,0 +1,184 @@
+"""
+The dataset folder, and the promises every step keeps about it, made here once for all steps.
+
+- Lock. A step holds `<dataset>/.lock.<step>` exclusively while it runs: a second run of the same
+  step on the same folder fails at once, naming the PID of the first. All steps also lock
+  `<dataset>/.lock.tokenizer`: step 1 (which writes the tokenizer) exclusively, steps 2-4 (which
+  read it) shared, so they run side by side but never while step 1 does. The locks are flock(2)
+  locks: the kernel drops them when their process dies, so a crashed run never blocks the next.
+- Publish, don't overwrite. A step whose outputs are a sub-folder (`core_eval/`, `sft/`,
+  `chat_eval/`) builds it whole as `.<name>.staging/`, writes its config.json and manifest.json
+  last, then swaps it for the old folder in one atomic rename (renameat2 RENAME_EXCHANGE): at every
+  instant the folder is the complete old one or the complete new one. What a killed run left is
+  removed by the next run of that step.
+Step 1's shards are too large to build twice; pretrain.py keeps its own promise with the lock from
+here (resume, refuse other settings, config.json removed first and written last).
+"""
+
+import ctypes
+import errno
+import fcntl
+import glob
+import os
+import shutil
+
+from stacks_data.errors import OutputError
+from stacks_data.files import FileRecord, write_json
+from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
+
+TOKENIZER_WRITER = "pretrain"  # the step that (re)writes tokenizer/: it excludes all the others
+LOCK_PREFIX = ".lock."
+
+
+class DatasetLock:
+    """`with DatasetLock(dataset_dir, step):` holds the step's locks on the folder (see above)."""
+
+    def __init__(self, dataset_dir: str, step: str):
+        self.dataset_dir, self.step = dataset_dir, step
+        self.fds: list[int] = []
+
+    def __enter__(self) -> "DatasetLock":
+        if self.step == TOKENIZER_WRITER:
+            os.makedirs(self.dataset_dir, exist_ok=True)
+        try:
+            own = self._lock(self.step, fcntl.LOCK_EX)
+            if own is None:
+                pid = _pid_in(self._path(self.step))
+                raise OutputError(f"another `{self.step}` run{_pid_text(pid)} is writing this dataset",
+                                  self.dataset_dir, "wait for it to finish, or stop it")
+            os.ftruncate(own, 0)
+            os.pwrite(own, f"{os.getpid()}\n".encode(), 0)
+            writer = self.step == TOKENIZER_WRITER
+            if self._lock("tokenizer", fcntl.LOCK_EX if writer else fcntl.LOCK_SH) is None:
+                raise self._tokenizer_busy(writer)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fd in self.fds:
+            os.close(fd)  # closing the file drops its flock
+        self.fds = []
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.dataset_dir, LOCK_PREFIX + name)
+
+    def _lock(self, name: str, mode: int) -> int | None:
+        fd = os.open(self._path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        self.fds.append(fd)
+        return fd
+
+    def _tokenizer_busy(self, writer: bool) -> OutputError:
+        if not writer:
+            pid = _pid_in(self._path(TOKENIZER_WRITER))
+            return OutputError(f"step 1 (`{TOKENIZER_WRITER}`{f', PID {pid}' if pid else ''}) is writing the "
+                               "tokenizer of this dataset", self.dataset_dir, "wait for it to finish, then rerun")
+        readers = []
+        for path in sorted(glob.glob(self._path("*"))):
+            name = os.path.basename(path)[len(LOCK_PREFIX):]
+            pid = _pid_in(path)
+            if name not in ("tokenizer", TOKENIZER_WRITER) and pid and _alive(pid):
+                readers.append(f"`{name}` PID {pid}")
+        return OutputError(f"steps that read the tokenizer are running ({', '.join(readers) or 'PID unknown'})",
+                           self.dataset_dir, "wait for them to finish: the tokenizer must not change under them")
+
+
+def _pid_in(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_text(pid: int | None) -> str:
+    return f" (PID {pid})" if pid else ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class StagedFolder:
+    """`<dataset>/<name>/`, built whole under `<dataset>/.<name>.staging/` and swapped in by publish().
+
+    with StagedFolder(dataset_dir, "core_eval") as folder:
+        records.append(write_something(os.path.join(folder.path, ...)))
+        folder.publish("core-eval", config, records)
+
+    Leaving the block without publishing (an error, Ctrl-C) removes the staging folder and leaves the
+    published one as it was. Callers hold the step's DatasetLock, so the fixed staging name is theirs.
+    """
+
+    def __init__(self, dataset_dir: str, name: str):
+        self.dataset_dir = dataset_dir
+        self.final = os.path.join(dataset_dir, name)
+        self.path = os.path.join(dataset_dir, f".{name}.staging")
+        self.old = os.path.join(dataset_dir, f".{name}.old")
+        self.published = False
+
+    def __enter__(self) -> "StagedFolder":
+        self._clean_leftovers()
+        os.makedirs(self.path)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.published:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def publish(self, step: str, config: dict, records: list[FileRecord]) -> str:
+        """Write config.json and manifest.json (last), then swap the folder in; returns the manifest's path."""
+        records = records + [write_json(os.path.join(self.path, CONFIG_FILE), config)]
+        unrecorded = sorted(set(os.listdir(self.path)) - {os.path.relpath(r.path, self.path) for r in records})
+        if unrecorded:  # a writer that bypassed the records: a bug, and the manifest would be incomplete
+            raise RuntimeError(f"{step} wrote files it did not record: {unrecorded}")
+        write_manifest(self.path, self.dataset_dir, step, records, final_folder=self.final)
+        if os.path.exists(self.final):
+            if not _exchange(self.path, self.final):
+                # no atomic exchange on this system: two renames, and _clean_leftovers undoes a crash between
+                os.rename(self.final, self.old)
+                os.rename(self.path, self.final)
+            shutil.rmtree(self.path if os.path.exists(self.path) else self.old, ignore_errors=True)
+        else:
+            os.rename(self.path, self.final)
+        self.published = True
+        return os.path.join(self.final, MANIFEST_FILE)
+
+    def _clean_leftovers(self) -> None:
+        if os.path.isdir(self.old):
+            if not os.path.exists(self.final):
+                os.rename(self.old, self.final)  # killed between the two renames: the old folder is back
+            else:
+                shutil.rmtree(self.old)
+        if os.path.exists(self.path):
+            shutil.rmtree(self.path)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
