@@ -26,7 +26,7 @@ import rustbpe
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stacks_data.parquet import iter_texts  # noqa: E402
-from stacks_data.pretokenize import pretokenize  # noqa: E402
+from stacks_data.pretokenize import Progress, pretokenize  # noqa: E402
 from stacks_data.pretrain import training_texts  # noqa: E402
 from stacks_data.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, RustBPETokenizer  # noqa: E402
 
@@ -56,8 +56,8 @@ def raw_rate(tokenizer_dir, paths, n):
 def pipeline_rate(tok, tokenizer_dir, paths, n, workdir, shard_size, trial):
     out = os.path.join(workdir, f"bins_{n}_{trial}")
     t0 = time.perf_counter()
-    stats = pretokenize(tok, tokenizer_dir, paths, out, shard_size, n, keep_partial=True,
-                        state_path=os.path.join(workdir, f"state_{n}_{trial}.json"))
+    stats, _ = pretokenize(tokenizer_dir, paths, out, shard_size, n, True, "text",
+                           Progress(os.path.join(workdir, f"state_{n}_{trial}.json"), {}))
     seconds = time.perf_counter() - t0
     tokens = stats["train"]["tokens"] + stats["val"]["tokens"]
     chars = stats["train"]["chars"] + stats["val"]["chars"]
@@ -68,8 +68,7 @@ def pipeline_rate(tok, tokenizer_dir, paths, n, workdir, shard_size, trial):
 PEAK_MEMORY_SCRIPT = """
 import json, os, sys, threading, time
 sys.path.insert(0, {root!r})
-from stacks_data.pretokenize import pretokenize
-from stacks_data.tokenizer import RustBPETokenizer
+from stacks_data.pretokenize import Progress, pretokenize
 
 
 def status(pid):
@@ -97,8 +96,7 @@ def sample_workers(peak, done):
 
 peak, done = [0], threading.Event()
 threading.Thread(target=sample_workers, args=(peak, done), daemon=True).start()
-tok = RustBPETokenizer.from_directory({tokdir!r})
-pretokenize(tok, {tokdir!r}, {paths!r}, {out!r}, 100_000_000, {n}, keep_partial=True, state_path={state!r})
+pretokenize({tokdir!r}, {paths!r}, {out!r}, 100_000_000, {n}, True, "text", Progress({state!r}, {{}}))
 done.set()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would count the bench's own memory
 hwm = int(status("self")["VmHWM"].split()[0])

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stacks_data import sft, sft_sources  # noqa: E402
-from stacks_data.parallel import ordered_map  # noqa: E402
+from stacks_data.parallel import ordered_map, worker_state  # noqa: E402
 from stacks_data.parquet import iter_texts  # noqa: E402
 from stacks_data.tokenizer import RustBPETokenizer, capped_texts, conversation_plan  # noqa: E402
 
@@ -94,23 +94,16 @@ def mixture_texts(step):
         mixture, words = sft.mixture_sources(split, step)
         order = sft.mixture_order([s.n for s in mixture])
         for n, groups in sft.chunks(mixture, order, 4096):
-            for _, kind, _, _, payload in groups:
-                for conversation in sft_sources.conversations(kind, payload, words):
+            for _, render, _, _, payload in groups:
+                for conversation in sft_sources.conversations(render, payload, words):
                     texts += [item for item, _ in conversation_plan(conversation) if isinstance(item, str)]
     return texts
 
 
-_enc = None
-
-
-def _init_floor(tok_dir):
-    global _enc
-    _enc = RustBPETokenizer.from_directory(tok_dir).enc
-
-
 def _encode_part(texts):
+    enc = worker_state().enc
     t0 = time.perf_counter()
-    tokens = sum(len(_enc.encode_ordinary(t)) for t in texts)
+    tokens = sum(len(enc.encode_ordinary(t)) for t in texts)
     return tokens, time.perf_counter() - t0
 
 
@@ -118,7 +111,7 @@ def floor_rate(tok_dir, texts, num_workers):
     """tokens/s of encode_ordinary over num_workers processes, counting compute time only."""
     size = -(-len(texts) // num_workers)
     parts = [texts[i:i + size] for i in range(0, len(texts), size)]
-    results = list(ordered_map(_encode_part, parts, num_workers, initializer=_init_floor, initargs=(tok_dir,)))
+    results = list(ordered_map(_encode_part, parts, num_workers, setup=(RustBPETokenizer.from_directory, (tok_dir,))))
     return sum(t for t, _ in results) / max(s for _, s in results)
 
 

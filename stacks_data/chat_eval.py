@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> None:
                       f"(> {args.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
                       f"{human_bytes(records[-1].size)}, {time.time() - t:.1f}s")
             config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
-                      "tokenizer_fingerprint": tok.fingerprint(), "tasks": entries}
+                      "tokenizer_fingerprint": tok.fingerprint(), "source": hub.source_of(args.hf_mirror),
+                      "tasks": entries}
             manifest = folder.publish(STEP, config, records)
         total = sum(task["num_examples"] for task in entries)
         print(f"wrote {total:,} sequences in {len(entries)} tasks to {folder.final} in {time.time() - t0:.1f}s")

@@ -441,8 +441,9 @@ def run(args: argparse.Namespace) -> None:
                                   describe=_describe)
             done = dict(zip(order, bar(iterable=results, total=len(tasks), desc="core eval tasks", unit="task")))
             entries = [done[i] for i in range(len(tasks))]
+            source = os.path.abspath(args.eval_bundle) if args.eval_bundle else args.eval_bundle_url
             config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
-                      "tokenizer_fingerprint": tok.fingerprint(),
+                      "tokenizer_fingerprint": tok.fingerprint(), "source": {"eval_bundle": source},
                       "tasks": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]}
             manifest = folder.publish(STEP, config, [e["_record"] for e in entries])
         for e in entries:

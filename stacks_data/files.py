@@ -37,8 +37,17 @@ def write_bytes(path: str, chunks) -> FileRecord:
     return FileRecord(path, size, digest.hexdigest())
 
 
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=2) + "\n").encode()
+
+
 def write_json(path: str, obj) -> FileRecord:
-    return write_bytes(path, [(json.dumps(obj, indent=2) + "\n").encode()])
+    return write_bytes(path, [json_bytes(obj)])
+
+
+def record_of(path: str, data: bytes) -> FileRecord:
+    """The record `data` will have once written to `path` (to list a file before writing it)."""
+    return FileRecord(path, len(data), hashlib.sha256(data).hexdigest())
 
 
 def write_text(path: str, text: str) -> FileRecord:

@@ -47,6 +47,11 @@ def hf_api(endpoint: str | None = None):
     return HfApi(endpoint=endpoint, token=token_for(endpoint) or False)
 
 
+def source_of(mirror: str | None) -> dict:
+    """Where hub datasets were read from, for a config.json."""
+    return {"hf_mirror": os.path.abspath(mirror)} if mirror else {"hub": hub_endpoint()}
+
+
 def offline_hint(repo_id: str, pattern: str) -> str:
     return (f"pass --hf-mirror DIR with {repo_id}/{pattern} in it (`hf download {repo_id} --repo-type dataset "
             f"--local-dir DIR/{repo_id}`), or run once with network: later runs (also with HF_HUB_OFFLINE=1) "

@@ -23,7 +23,8 @@ import time
 from stacks_data import compare, flags, hub
 from stacks_data.corpus import PRESETS, Shards, default_parquet_dir, get_corpus, shard_names
 from stacks_data.errors import FlagError, OutputError
-from stacks_data.files import FileRecord, hash_file, human_bytes, torch_save, write_json, write_text
+from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, record_of, torch_save, write_bytes,
+                               write_json, write_text)
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
 from stacks_data.outputs import DatasetLock
 from stacks_data.parquet import file_identity, iter_texts
@@ -151,9 +152,12 @@ def run(args: argparse.Namespace) -> None:
             stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, args.num_workers,
                                                args.keep_partial, args.text_column, progress)
             config = make_config(tok, args, corpus, shards, bin_subdir, training, stats, tok_dir)
-            records = tok_records + [FileRecord(*r) for r in shard_records]
-            records.append(write_json(os.path.join(out, CONFIG_FILE), config))
+            # manifest.json, then config.json: the file consumers read comes last, so a folder with a
+            # config.json is complete (and its manifest, which lists it, is there)
+            config_path, config_bytes = os.path.join(out, CONFIG_FILE), json_bytes(config)
+            records = tok_records + [FileRecord(*r) for r in shard_records] + [record_of(config_path, config_bytes)]
             write_manifest(out, out, STEP, records)
+            write_bytes(config_path, [config_bytes])
             splits = ", ".join(f"{s}: {stats[s]['shards']} shards, {stats[s]['tokens']:,} tokens ({human_bytes(stats[s]['bytes'])})"
                                for s in ("val", "train"))
             print(f"done in {time.time() - started:.0f}s: {out} ({splits})")
@@ -288,8 +292,9 @@ def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
     progress.close()
     seconds = time.time() - t0
     os.makedirs(tok_dir, exist_ok=True)
+    # no timing in it: every file of the dataset is a function of the inputs and flags (the time is printed)
     records = [write_json(training_path, {**training, "docs": counted["docs"], "chars": counted["chars"],
-                                          "seconds": round(seconds, 1), "fingerprint": tok.fingerprint()})]
+                                          "fingerprint": tok.fingerprint()})]
     records.insert(0, tok.save(tok_dir))  # the pickle goes last: a crash before it leaves nothing to reuse
     print(f"trained in {seconds:.1f}s on {counted['docs']:,} docs, {counted['chars']:,} chars "
           f"({counted['chars'] / max(seconds, 1e-9) / 1e6:.1f} M chars/s)")

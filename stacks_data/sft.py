@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> None:
             "bos_id": tokenizer.get_bos_token_id(),
             "vocab_size": tokenizer.get_vocab_size(),
             "tokenizer_fingerprint": tokenizer.fingerprint(),
+            "source": hub.source_of(args.hf_mirror),
         }
         with StagedFolder(dataset, SUBDIR) as folder:
             records = []

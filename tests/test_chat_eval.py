@@ -144,6 +144,7 @@ def test_config_json(tmp_path, tok):
         "max_seq_len": 2048,
         "bos_id": VOCAB - 9,  # the specials come after the 391 byte/merge tokens
         "tokenizer_fingerprint": tok.fingerprint(),
+        "source": {"hf_mirror": str(tmp_path / "hub")},
         "tasks": [
             {"label": "MMLU", "file": "MMLU.pt", "task_type": "categorical", "num_examples": 4,
              "random_baseline": 0.25, "num_skipped": 0},
@@ -227,8 +228,12 @@ def test_loads_through_the_hub(tmp_path, tok, file_server, monkeypatch):
     assert "/api/datasets/allenai/ai2_arc/tree/main/ARC-Challenge" in file_server.requests
     assert "/datasets/cais/mmlu/resolve/main/all/test-00000-of-00001.parquet" in file_server.requests
     assert (tmp_path / "cache/hub/allenai/ai2_arc/ARC-Easy/test-00000-of-00001.parquet").is_file()
-    for name in ["MMLU.pt", "ARC-Easy.pt", "ARC-Challenge.pt", "config.json"]:
+    for name in ["MMLU.pt", "ARC-Easy.pt", "ARC-Challenge.pt"]:
         assert (hub_out / name).read_bytes() == (mirror_out / name).read_bytes(), name
+    hub_config, mirror_config = (json.loads((o / "config.json").read_text()) for o in (hub_out, mirror_out))
+    assert hub_config.pop("source") == {"hub": file_server.url}  # where the inputs came from
+    assert mirror_config.pop("source") == {"hf_mirror": str(tmp_path / "hub")}
+    assert hub_config == mirror_config
 
 
 def test_upload(tmp_path, tok, hub):

@@ -155,9 +155,10 @@ def test_disk_full_and_read_only_are_one_line(place, monkeypatch, capsys, errno_
     def failing_write(path, chunks):
         raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), path)
 
-    monkeypatch.setattr("stacks_data.files.write_bytes", failing_write)
-    monkeypatch.setattr("stacks_data.binfile.write_bytes", failing_write)
-    monkeypatch.setattr("stacks_data.tokenizer.write_bytes", failing_write)
+    import stacks_data.pretrain  # noqa: F401  (imported before patching: it binds write_bytes by name)
+
+    for module in ("files", "binfile", "tokenizer", "pretrain"):
+        monkeypatch.setattr(f"stacks_data.{module}.write_bytes", failing_write)
     with pytest.raises(SystemExit) as exit:
         cli.main(pretrain(place, "--out-dir", str(place / f"full-{errno_name}"), "--baselines-dir", str(place)))
     err = capsys.readouterr().err.strip().splitlines()

@@ -397,7 +397,8 @@ def test_outputs_config_and_worker_independence(workdir, tok):
     assert sorted(files) == ["config.json", "lm.pt", "manifest.json", "mc.pt", "sch.pt"]
     config = json.loads(files["config.json"])
     assert config == {"max_seq_len": 2048, "bos_id": tok.get_bos_token_id(),
-                      "tokenizer_fingerprint": tok.fingerprint(), "tasks": [
+                      "tokenizer_fingerprint": tok.fingerprint(),
+                      "source": {"eval_bundle": str(workdir / "bundle")}, "tasks": [
         {"label": "mc", "file": "mc.pt", "task_type": "multiple_choice", "num_examples": 4, "num_sequences": 9},
         {"label": "sch", "file": "sch.pt", "task_type": "schema", "num_examples": 1, "num_sequences": 2},
         {"label": "lm", "file": "lm.pt", "task_type": "language_modeling", "num_examples": 3, "num_sequences": 3},
