@@ -22,6 +22,12 @@ STEPS = {
     "sft": "stacks_data.sft",
     "chat-eval": "stacks_data.chat_eval",
 }
+COMMANDS = {
+    **STEPS,
+    "verify": "stacks_data.verify",
+    "download": "stacks_data.download_dataset",
+    "upload": "stacks_data.upload_dataset",
+}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -38,8 +44,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Keep the step descriptions' paragraphs and lists; show every flag's default."""
 
 
-def step_parser(step: str, prog: str, parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    module = importlib.import_module(STEPS[step])
+def command_parser(command: str, prog: str | None, parser: argparse.ArgumentParser | None = None):
+    """The parser of one command: its module's flags, --debug, and the module to run."""
+    module = importlib.import_module(COMMANDS[command])
     parser = parser or ArgumentParser(prog=prog, description=module.__doc__, formatter_class=HelpFormatter)
     module.add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="print the traceback of any error")
@@ -50,25 +57,24 @@ def step_parser(step: str, prog: str, parser: argparse.ArgumentParser | None = N
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="stacks-data", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"stacks-data {__version__}")
-    commands = parser.add_subparsers(dest="step", required=True, metavar="COMMAND")
-    for name, module_name in STEPS.items():
-        summary = importlib.import_module(module_name).__doc__.strip().splitlines()[0]
-        step_parser(name, f"stacks-data {name}", commands.add_parser(
-            name, help=summary, description=importlib.import_module(module_name).__doc__,
-            formatter_class=HelpFormatter))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        description = importlib.import_module(module_name).__doc__
+        command_parser(name, None, commands.add_parser(name, help=description.strip().splitlines()[0],
+                                                       description=description, formatter_class=HelpFormatter))
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     sys.exit(_report_errors(lambda: _run(parser.parse_args(argv)), debug))
 
 
-def script(step: str) -> None:
-    """Entry of a data/*.py script: the step, with the script's own name in --help."""
-    parser = step_parser(step, None)
+def script(command: str) -> None:
+    """Entry of a data/*.py script: the command, with the script's own name in --help."""
+    parser = command_parser(command, None)
     sys.exit(_report_errors(lambda: _run(parser.parse_args()), "--debug" in sys.argv[1:]))
 
 
-def run_step(step: str, argv: list[str] | None = None) -> None:
-    """Run one step with its flags; errors propagate (for tests and programs)."""
-    _run(step_parser(step, f"stacks-data {step}").parse_args(argv))
+def run_step(command: str, argv: list[str] | None = None) -> None:
+    """Run one command with its flags; errors propagate (for tests and programs)."""
+    _run(command_parser(command, f"stacks-data {command}").parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -6,6 +6,7 @@ A mirror folder holds `<owner>/<name>/<path in repo>`, the layout
 the hub are cached in that same layout, so the cache is itself a mirror.
 """
 
+import contextlib
 import fnmatch
 import glob
 import json
@@ -97,38 +98,57 @@ def dataset_files(repo_id: str, pattern: str, *, mirror: str | None = None,
     ]
 
 
-def list_files(repo_id: str, pattern: str, *, offline: str, endpoint: str | None = None) -> list[str]:
-    """The paths of the dataset repo's files matching `pattern`, in name order; NetworkError (naming
-    `offline`, what to do instead) when the hub cannot say."""
+@contextlib.contextmanager
+def hub_errors(what: str, endpoint: str, offline: str):
+    """Map what huggingface_hub raises (whichever HTTP client it uses) to one-line NetworkErrors that
+    say what to do instead (`offline`); anything else propagates, as a bug."""
     from huggingface_hub import constants
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RepositoryNotFoundError
 
-    endpoint = endpoint or hub_endpoint()
     if constants.is_offline_mode():
-        raise NetworkError("HF_HUB_OFFLINE is set and the cache is incomplete", f"{repo_id} {pattern}", offline)
+        raise NetworkError("HF_HUB_OFFLINE is set and the cache is incomplete", what, offline)
     check_reachable(endpoint, offline)
-    # list from the deepest folder the pattern fixes, recursively: "data/*.parquet" lists data/
-    fixed = posixpath.dirname(pattern.split("*")[0].split("?")[0].split("[")[0])
     try:
-        entries = hf_api(endpoint).list_repo_tree(repo_id, path_in_repo=fixed or None, recursive=True,
-                                                  repo_type="dataset")
-        return sorted(e.path for e in entries
-                      if fnmatch.fnmatch(e.path, pattern) and getattr(e, "size", None) is not None)
+        yield
     except OfflineModeIsEnabled:
-        raise NetworkError("HF_HUB_OFFLINE is set and the cache is incomplete", f"{repo_id} {pattern}", offline) from None
+        raise NetworkError("HF_HUB_OFFLINE is set and the cache is incomplete", what, offline) from None
+    except RepositoryNotFoundError:
+        raise NetworkError(f"no such dataset repo on {endpoint} (or it is private: set HF_TOKEN)", what,
+                           "check --hf-user and --dataset-name") from None
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else "?"
-        raise NetworkError(f"the hub answered HTTP {status} listing {repo_id}", f"{endpoint} {pattern}",
-                           offline) from None
+        raise NetworkError(f"the hub answered HTTP {status}", f"{endpoint}: {what}", offline) from None
     except Exception as e:
-        # a connection reset or timeout comes as the HTTP client's own exception type, whichever
-        # client this huggingface_hub version uses
+        # a connection reset or timeout comes as the HTTP client's own exception type
         if not isinstance(e, OSError) and type(e).__module__.split(".")[0] not in _HTTP_CLIENTS:
             raise
         raise NetworkError(f"the hub could not be reached ({type(e).__name__}: {e})", endpoint, offline) from None
 
 
 _HTTP_CLIENTS = {"httpx", "httpx2", "httpcore", "requests", "urllib3"}
+
+
+def list_files(repo_id: str, pattern: str, *, offline: str, endpoint: str | None = None) -> list[str]:
+    """The paths of the dataset repo's files matching `pattern`, in name order."""
+    endpoint = endpoint or hub_endpoint()
+    # list from the deepest folder the pattern fixes, recursively: "data/*.parquet" lists data/
+    fixed = posixpath.dirname(pattern.split("*")[0].split("?")[0].split("[")[0])
+    with hub_errors(f"{repo_id} {pattern}", endpoint, offline):
+        entries = hf_api(endpoint).list_repo_tree(repo_id, path_in_repo=fixed or None, recursive=True,
+                                                  repo_type="dataset")
+        return sorted(e.path for e in entries
+                      if fnmatch.fnmatch(e.path, pattern) and getattr(e, "size", None) is not None)
+
+
+def fetch_files(repo_id: str, paths: list[str], local_dir: str, *, offline: str) -> None:
+    """Download `paths` of the dataset repo into local_dir (same layout) with huggingface_hub:
+    parallel, resumable, and whatever transfer protocol the hub offers."""
+    from huggingface_hub import snapshot_download
+
+    endpoint = hub_endpoint()
+    with hub_errors(repo_id, endpoint, offline):
+        snapshot_download(repo_id, repo_type="dataset", local_dir=local_dir, endpoint=endpoint,
+                          token=token_for(endpoint) or False, allow_patterns=[glob.escape(p) for p in paths])
 
 
 def _check_parquet(path: str) -> None:
@@ -164,4 +184,5 @@ def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None =
         allow_patterns=[glob.escape(f["path"]) for f in files],  # exactly these files: a name is not a pattern
         commit_message=f"stacks-data: upload {len(files)} files",
     )
+    print(f"uploaded {len(files)} files of {dataset_dir} to {hub_endpoint()}/datasets/{repo_id}")
     return files

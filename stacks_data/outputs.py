@@ -3,9 +3,10 @@ The dataset folder, and the promises every step keeps about it, made here once f
 
 - Lock. A step holds `<dataset>/.lock.<step>` exclusively while it runs: a second run of the same
   step on the same folder fails at once, naming the PID of the first. All steps also lock
-  `<dataset>/.lock.tokenizer`: step 1 (which writes the tokenizer) exclusively, steps 2-4 (which
-  read it) shared, so they run side by side but never while step 1 does. The locks are flock(2)
-  locks: the kernel drops them when their process dies, so a crashed run never blocks the next.
+  `<dataset>/.lock.tokenizer`: step 1 and `download` (which write the tokenizer) exclusively,
+  steps 2-4 (which read it) shared, so they run side by side but never while step 1 does. The
+  locks are flock(2) locks: the kernel drops them when their process dies, so a crashed run never
+  blocks the next.
 - Publish, don't overwrite. A step whose outputs are a sub-folder (`core_eval/`, `sft/`,
   `chat_eval/`) builds it whole as `.<name>.staging/`, writes its config.json and manifest.json
   last, then swaps it for the old folder in one atomic rename (renameat2 RENAME_EXCHANGE): at every
@@ -26,7 +27,7 @@ from stacks_data.errors import OutputError
 from stacks_data.files import FileRecord, write_json
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 
-TOKENIZER_WRITER = "pretrain"  # the step that (re)writes tokenizer/: it excludes all the others
+TOKENIZER_WRITERS = ("pretrain", "download")  # they (re)write tokenizer/: each excludes all the others
 LOCK_PREFIX = ".lock."
 
 
@@ -38,7 +39,8 @@ class DatasetLock:
         self.fds: list[int] = []
 
     def __enter__(self) -> "DatasetLock":
-        if self.step == TOKENIZER_WRITER:
+        writer = self.step in TOKENIZER_WRITERS
+        if writer:
             os.makedirs(self.dataset_dir, exist_ok=True)
         try:
             own = self._lock(self.step, fcntl.LOCK_EX)
@@ -48,7 +50,6 @@ class DatasetLock:
                                   self.dataset_dir, "wait for it to finish, or stop it")
             os.ftruncate(own, 0)
             os.pwrite(own, f"{os.getpid()}\n".encode(), 0)
-            writer = self.step == TOKENIZER_WRITER
             if self._lock("tokenizer", fcntl.LOCK_EX if writer else fcntl.LOCK_SH) is None:
                 raise self._tokenizer_busy(writer)
         except BaseException:
@@ -75,17 +76,16 @@ class DatasetLock:
         return fd
 
     def _tokenizer_busy(self, writer: bool) -> OutputError:
-        if not writer:
-            pid = _pid_in(self._path(TOKENIZER_WRITER))
-            return OutputError(f"step 1 (`{TOKENIZER_WRITER}`{f', PID {pid}' if pid else ''}) is writing the "
-                               "tokenizer of this dataset", self.dataset_dir, "wait for it to finish, then rerun")
-        readers = []
+        running = []
         for path in sorted(glob.glob(self._path("*"))):
             name = os.path.basename(path)[len(LOCK_PREFIX):]
             pid = _pid_in(path)
-            if name not in ("tokenizer", TOKENIZER_WRITER) and pid and _alive(pid):
-                readers.append(f"`{name}` PID {pid}")
-        return OutputError(f"steps that read the tokenizer are running ({', '.join(readers) or 'PID unknown'})",
+            if name not in ("tokenizer", self.step) and pid and _alive(pid) and (writer or name in TOKENIZER_WRITERS):
+                running.append(f"`{name}` PID {pid}")
+        if not writer:
+            return OutputError(f"{' and '.join(running) or 'a run'} is writing the tokenizer of this dataset",
+                               self.dataset_dir, "wait for it to finish, then rerun")
+        return OutputError(f"steps that read the tokenizer are running ({', '.join(running) or 'PID unknown'})",
                            self.dataset_dir, "wait for them to finish: the tokenizer must not change under them")
 
 

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import tiktoken
 
+from stacks_data.binfile import MAX_VOCAB
 from stacks_data.errors import InputError
 from stacks_data.files import write_bytes
 
@@ -29,7 +30,6 @@ SPECIAL_TOKENS = [
     "<|output_start|>", "<|output_end|>",  # the tool's output, shown to the assistant
 ]
 MIN_VOCAB = 256 + len(SPECIAL_TOKENS)
-MAX_VOCAB = 2**16  # .bin files store tokens as uint16
 
 TOKENIZER_FILE = "tokenizer.pkl"
 

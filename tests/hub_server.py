@@ -19,6 +19,7 @@ Neither xet nor LFS is ever used: no X-Xet-* header, Link rel="xet-auth", "xetHa
 `faults[url_path]`: faults taken one per request to that path, before the real answer: "500", "drop"
 (connection closed without an answer), "truncate" (full Content-Length announced, half the body sent),
 "corrupt" (every byte flipped, same length); the last two for file bodies: a HEAD leaves them in place;
+faults of a file are keyed by its /resolve/main/ path, and also hit requests naming a commit sha;
 a key "GET <path>" or "HEAD <path>" holds faults for that method only. `requests` records (method, path)
 of every request and, in the same order, `authorizations` its Authorization header, `headers` all of them.
 """
@@ -141,6 +142,9 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_GET
 
     def _take_fault(self, path):
+        # a file's faults are keyed by its /resolve/main/ URL: they also hit the client's requests that name
+        # the commit sha main resolved to (snapshot_download asks for /resolve/<sha>/<path>)
+        path = re.sub(r"^(/datasets/[^/]+/[^/]+/resolve/)[0-9a-f]{40}/", r"\1main/", path)
         with self.server.lock:
             for key in (f"{self.command} {path}", path):
                 faults = self.server.faults.get(key)

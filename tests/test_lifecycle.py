@@ -255,7 +255,7 @@ def test_locks(tmp_path):
                                                   r"`sft` PID \d+\)"):
                 DatasetLock(ds, "pretrain").__enter__()
     with DatasetLock(ds, "pretrain"):
-        with pytest.raises(OutputError, match=rf"step 1 \(`pretrain`, PID {os.getpid()}\) is writing the tokenizer"):
+        with pytest.raises(OutputError, match=rf"`pretrain` PID {os.getpid()} is writing the tokenizer"):
             DatasetLock(ds, "chat-eval").__enter__()
     with DatasetLock(ds, "pretrain"):  # everything was released
         pass

@@ -1,0 +1,170 @@
+"""Download a published dataset from the Hugging Face Hub into <out-dir>/<dataset-name>/, checked to the byte.
+
+The consumer side of the steps' --hf-user: USER/DATASET_NAME, in the layout the steps write, fetched
+with huggingface_hub (parallel, resumable transfers). Every file is checked against the dataset's
+manifests (size and sha256); one that does not match is fetched once more, then removed (exit 1,
+one line per bad file). A rerun fetches only what is missing or wrong. A dataset published without
+manifests (e.g. by the original scripts) still downloads, with a warning that it cannot be verified.
+
+  python data/download_dataset.py --hf-user USER                       # everything
+  python data/download_dataset.py --hf-user USER --num-train-shards 8  # val + the first 8 train shards
+  python data/download_dataset.py --hf-user USER --tokenizer-only
+"""
+
+import argparse
+import fnmatch
+import os
+import sys
+import time
+
+from stacks_data import flags, hub
+from stacks_data.errors import FlagError, InputError
+from stacks_data.files import hash_file, human_bytes, write_json
+from stacks_data.manifest import MANIFEST_FILE, read_manifest
+from stacks_data.outputs import DatasetLock
+from stacks_data.parallel import ordered_map
+from stacks_data.verify import PARTIAL_FILE
+
+STEP_FOLDERS = {"pretrain": "", "core-eval": "core_eval/", "sft": "sft/", "chat-eval": "chat_eval/"}
+# a dataset without manifests: what each step published (the original scripts' layout)
+LEGACY_PATTERNS = {"pretrain": ["config.json", "tokenizer/*", "*.md", "*train_*.bin", "*val_*.bin"],
+                   "core-eval": ["core_eval/*"], "sft": ["sft/*"], "chat-eval": ["chat_eval/*"]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
+                        help="the hub user/org that published it (default: $HF_USER)")
+    parser.add_argument("--dataset-name", default=flags.DEFAULT_DATASET_NAME, help="the dataset repo's name")
+    parser.add_argument("--out-dir", default="data", help="the dataset lands in <out-dir>/<dataset-name>/")
+    parser.add_argument("--num-train-shards", type=int, default=-1,
+                        help="only the first N train shards (-1: all); the val shards always come")
+    parser.add_argument("--tokenizer-only", action="store_true", help="only tokenizer/ (and the config)")
+    parser.add_argument("--steps", default=",".join(STEP_FOLDERS),
+                        help="which steps' outputs to fetch, comma-separated (those the repo has)")
+    flags.add_workers_flag(parser)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if not args.hf_user:
+        raise FlagError("which hub user or organization published it?", "--hf-user",
+                        "pass --hf-user USER (or set $HF_USER)")
+    if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
+        raise FlagError(f"{args.dataset_name!r} is not a dataset name", "--dataset-name", "pass a plain name")
+    flags.check_at_least(args, "--num-train-shards", -1)
+    flags.check_at_least(args, "--num-workers", 1)
+    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    unknown = [s for s in args.steps if s not in STEP_FOLDERS]
+    if unknown or not args.steps:
+        raise FlagError(f"unknown step(s) {unknown}", "--steps", f"pass some of {','.join(STEP_FOLDERS)}")
+    flags.check_writable_dir(args.out_dir, "--out-dir")
+    flags.check_output_folders(flags.dataset_dir(args), flags.tokenizer_dir(args))
+
+
+def run(args: argparse.Namespace) -> None:
+    t0 = time.time()
+    repo_id, dest = flags.hub_repo_id(args), flags.dataset_dir(args)
+    offline = "on a machine without network, copy the dataset folder instead and check it with `stacks-data verify`"
+    with DatasetLock(dest, "download"):
+        names = hub.list_files(repo_id, "*", offline=offline)
+        manifests = [n for n in names if n.rsplit("/", 1)[-1] == MANIFEST_FILE and _step_of(n) in args.steps]
+        hub.fetch_files(repo_id, manifests, dest, offline=offline)  # small: always fetched anew
+        expected = {}  # repo path -> manifest entry
+        for name in manifests:
+            for f in read_manifest(os.path.join(dest, name))["files"]:
+                expected[f["path"]] = f
+        if not manifests:
+            print(f"warning: {repo_id} has no manifest.json (published without stacks-data?): its files are "
+                  "downloaded but cannot be verified", file=sys.stderr)
+        wanted = select(names if not manifests else sorted(expected), args, bool(manifests))
+        if not wanted:
+            raise InputError("nothing to download for these flags", repo_id, "check --steps and --dataset-name")
+
+        bad = fetch_checked(repo_id, dest, wanted, expected, args.num_workers, offline)
+        left_out = sorted(set(expected) - set(wanted))
+        partial = os.path.join(dest, PARTIAL_FILE)
+        if left_out:
+            write_json(partial, left_out)  # verify may miss these: they were left out on purpose
+        elif os.path.exists(partial):
+            os.remove(partial)
+        size = sum(os.path.getsize(os.path.join(dest, *p.split("/"))) for p in wanted
+                   if os.path.exists(os.path.join(dest, *p.split("/"))))
+        if bad:
+            for path, why in bad:
+                print(f"{path}: {why}")
+            raise InputError(f"{len(bad)} file(s) did not match the manifest and were removed", repo_id,
+                             "rerun the same command to fetch them again")
+        print(f"{dest}: {len(wanted)} files, {human_bytes(size)} from {repo_id}"
+              + (", checked against its manifests" if manifests else ", not verified (no manifest)")
+              + (f"; {len(left_out)} files left out on purpose" if left_out else "") + f" ({time.time() - t0:.1f}s)")
+
+
+def _step_of(path: str) -> str:
+    """The step whose outputs hold `path`: its sub-folder's, else step 1's (tokenizer/, shards, ...)."""
+    return next((step for step, folder in STEP_FOLDERS.items() if folder and path.startswith(folder)), "pretrain")
+
+
+def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> list[str]:
+    """The repo paths to fetch for the flags: the wanted steps' files, the first N train shards."""
+    steps = ["pretrain"] if args.tokenizer_only else args.steps
+    chosen = []
+    for path in paths:
+        step = _step_of(path)
+        if step not in steps:
+            continue
+        if not from_manifests and not any(fnmatch.fnmatch(path, p) for p in LEGACY_PATTERNS[step]):
+            continue
+        if args.tokenizer_only and not (path.startswith("tokenizer/") or path in ("config.json", MANIFEST_FILE)):
+            continue
+        chosen.append(path)
+    if args.num_train_shards >= 0:
+        train = sorted(p for p in chosen if _is_train_shard(p))
+        chosen = [p for p in chosen if not _is_train_shard(p) or p in train[:args.num_train_shards]]
+    return chosen
+
+
+def _is_train_shard(path: str) -> bool:
+    return _step_of(path) == "pretrain" and fnmatch.fnmatch(path.rsplit("/", 1)[-1], "train_*.bin")
+
+
+def fetch_checked(repo_id: str, dest: str, wanted: list[str], expected: dict, num_workers: int,
+                  offline: str) -> list[tuple[str, str]]:
+    """Fetch what is missing or does not match its manifest entry; a file still wrong after a second
+    fetch is removed. Returns (path, why) of the removed ones."""
+    local = [os.path.join(dest, *p.split("/")) for p in wanted]
+    # files already here are kept when they match (a rerun fetches only what is missing or wrong)
+    todo = [p for p, ok in zip(wanted, _matches(local, [expected.get(p) for p in wanted], num_workers)) if not ok]
+    for attempt in range(2):
+        for path in todo:
+            if os.path.exists(os.path.join(dest, *path.split("/"))):
+                os.remove(os.path.join(dest, *path.split("/")))  # huggingface_hub would trust its metadata
+        if todo:
+            hub.fetch_files(repo_id, todo, dest, offline=offline)
+        checks = _matches([os.path.join(dest, *p.split("/")) for p in todo], [expected.get(p) for p in todo],
+                          num_workers)
+        todo = [p for p, ok in zip(todo, checks) if not ok]
+    bad = []
+    for path in todo:
+        target = os.path.join(dest, *path.split("/"))
+        why = "not in the repo" if not os.path.exists(target) else "size or sha256 differs from the manifest"
+        if os.path.exists(target):
+            os.remove(target)
+        bad.append((path, why))
+    return bad
+
+
+def _matches(paths: list[str], entries: list[dict | None], num_workers: int) -> list[bool]:
+    """Per path: it exists and matches its manifest entry (no entry: it exists)."""
+    items = list(zip(paths, [e and (e["size"], e["sha256"]) for e in entries]))
+    return list(ordered_map(_match, items, num_workers, describe=lambda item: item[0]))
+
+
+def _match(item) -> bool:
+    path, expect = item
+    if not os.path.isfile(path):
+        return False
+    if expect is None:
+        return True
+    size, sha256 = expect
+    if os.path.getsize(path) != size:
+        return False
+    return hash_file(path).sha256 == sha256

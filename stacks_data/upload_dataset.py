@@ -1,0 +1,48 @@
+"""Upload a dataset folder to the Hugging Face Hub as the dataset repo USER/NAME.
+
+What goes up is exactly what the folder's manifests list, and the manifests (never temp, progress or
+lock files); the folder is checked against them first (sizes), so a half-written or altered folder is
+not published. The steps' --hf-user does the same for the step's own files.
+
+  stacks-data upload data/fineweb_edu_32k_8_370 --hf-user USER [--dry-run]
+"""
+
+import argparse
+import os
+
+from stacks_data import flags, hub
+from stacks_data.errors import FlagError, InputError
+from stacks_data.files import human_bytes
+from stacks_data.verify import verify
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset_dir", metavar="DIR", help="the dataset folder")
+    parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
+                        help="hub user/org to upload to (default: $HF_USER)")
+    parser.add_argument("--dataset-name", default=None, help="the repo's name (default: the folder's name)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would go up and its size; upload nothing")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    flags.check_input_dir(args.dataset_dir, "DIR")
+    if not args.hf_user and not args.dry_run:
+        raise FlagError("uploading needs a hub user or organization", "--hf-user",
+                        "pass --hf-user USER (or set $HF_USER)")
+    args.dataset_name = args.dataset_name or os.path.basename(os.path.abspath(args.dataset_dir))
+
+
+def run(args: argparse.Namespace) -> None:
+    problems, _, _ = verify(args.dataset_dir, quick=True)
+    if problems:
+        for problem in problems:
+            print(problem)
+        raise InputError(f"{len(problems)} problem(s): not uploading a folder that does not match its manifests",
+                         args.dataset_dir, "rerun the steps that wrote it (or `stacks-data verify` for details)")
+    repo_id = f"{args.hf_user or 'USER'}/{args.dataset_name}"
+    files = hub.upload_dataset(args.dataset_dir, repo_id, dry_run=args.dry_run)
+    if args.dry_run:
+        for f in files:
+            print(f"{f['path']}  {human_bytes(f['size'])}")
+        print(f"would upload {len(files)} files, {human_bytes(sum(f['size'] for f in files))}, "
+              f"to {hub.hub_endpoint()}/datasets/{repo_id}")

@@ -1,0 +1,239 @@
+"""Check a dataset folder: every step present in it, every byte, and that the numbers agree.
+
+    stacks-data verify DIR [--quick]        (or: python data/verify_dataset.py DIR)
+
+Prints one line per problem and a summary; exits 1 when anything is wrong. Checked:
+- the files each manifest.json lists exist, with the listed size and sha256 (--quick: sizes only);
+  no shard or .pt file that no manifest lists;
+- .bin headers (magic, version, count matching the file size); every token id below the vocab size;
+  SFT token shards and their _mask.bin have equal counts, masks hold only 0 and 1;
+- .pt files load with torch.load(weights_only=True) and hold the documented keys;
+- the numbers in each config.json agree with the manifests' files (shard counts, token counts, vocab,
+  the tokenizer's hash and fingerprint).
+A partial download (download_dataset.py --num-train-shards N) lists the files it left out in
+.partial.json: those may be missing.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import time
+
+import numpy as np
+
+from stacks_data import flags
+from stacks_data.binfile import HEADER_BYTES, MAGIC, VERSION
+from stacks_data.errors import InputError, UserError
+from stacks_data.files import human_bytes
+from stacks_data.manifest import CONFIG_FILE, find_manifests, read_manifest
+from stacks_data.parallel import ordered_map
+from stacks_data.progress import bar
+
+PARTIAL_FILE = ".partial.json"  # files a partial download left out on purpose
+PT_KEYS = {  # what the consumers read from each kind of .pt
+    "core-eval": {"task_type", "label", "random_baseline", "num_examples", "sequences", "num_seqs_per_example",
+                  "gold_labels"},
+    "chat-eval": {"task_type", "label", "num_examples", "random_baseline", "sequences"},
+}
+SFT_SHARD = re.compile(r"sft_(train|val)_(\d{6})(_mask)?\.bin")
+CHUNK = 1 << 24
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset_dir", metavar="DIR", help="the dataset folder, e.g. data/fineweb_edu_32k_8_370")
+    parser.add_argument("--quick", action="store_true", help="check sizes, not sha256 hashes (nor token ids)")
+    flags.add_workers_flag(parser)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    flags.check_input_dir(args.dataset_dir, "DIR")
+    flags.check_at_least(args, "--num-workers", 1)
+
+
+def run(args: argparse.Namespace) -> None:
+    t0 = time.time()
+    problems, files, size = verify(args.dataset_dir, args.quick, args.num_workers)
+    for problem in problems:
+        print(problem)
+    what = "sizes" if args.quick else "sizes and hashes"
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked)", args.dataset_dir,
+                         "re-download or regenerate the files named above")
+    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} and contents checked "
+          f"in {time.time() - t0:.1f}s")
+
+
+def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int]:
+    """(problems, number of files checked, bytes checked) of a dataset folder."""
+    manifests = find_manifests(dataset_dir)
+    if not manifests:
+        return [f"{dataset_dir}: no manifest.json (no step finished here, or published without manifests)"], 0, 0
+    partial = set(_read_json(os.path.join(dataset_dir, PARTIAL_FILE)) or [])
+    problems, listed, entries = [], set(), []
+    for path in manifests:
+        try:
+            manifest = read_manifest(path)
+        except UserError as e:
+            problems.append(str(e))
+            continue
+        for f in manifest["files"]:
+            listed.add(f["path"])
+            entries.append((manifest.get("step"), f))
+    problems += _unlisted(dataset_dir, listed)
+    vocab = _vocab_size(dataset_dir)
+
+    present = []
+    for step, f in entries:
+        local = os.path.join(dataset_dir, *f["path"].split("/"))
+        if not os.path.isfile(local):
+            if f["path"] not in partial:
+                problems.append(f"{f['path']}: missing (the manifest lists it)")
+        elif os.path.getsize(local) != f["size"]:
+            problems.append(f"{f['path']}: {os.path.getsize(local)} bytes, the manifest says {f['size']}")
+        else:
+            present.append((local, f["path"], f["sha256"], step, vocab, quick))
+    size = sum(os.path.getsize(item[0]) for item in present)
+    with bar(total=size, desc="verify", unit="B", unit_scale=True) as progress:
+        for item, (file_problems, nbytes) in zip(present, ordered_map(check_file, present, num_workers,
+                                                                        describe=lambda item: item[1])):
+            problems += file_problems
+            progress.update(nbytes)
+    problems += _check_configs(dataset_dir, entries)
+    return problems, len(entries), size
+
+
+def check_file(item) -> tuple[list[str], int]:
+    """One file, read once: its hash, and what its kind promises (.bin header and ids, .pt keys)."""
+    local, rel, sha256, step, vocab, quick = item
+    name = os.path.basename(rel)
+    problems = []
+    if name.endswith(".bin"):
+        problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=not quick)
+    elif name.endswith(".pt"):
+        problems += _check_pt(local, rel, step)
+    if not quick:
+        digest = hashlib.sha256()
+        with open(local, "rb") as f:
+            while block := f.read(CHUNK):
+                digest.update(block)
+        if digest.hexdigest() != sha256:
+            problems.append(f"{rel}: sha256 differs from the manifest's (corrupt or changed)")
+    return problems, os.path.getsize(local)
+
+
+def _check_bin(path: str, rel: str, vocab: int | None, mask: bool, scan: bool) -> list[str]:
+    header = np.fromfile(path, dtype="<i4", count=256)
+    if header.size != 256 or header[0] != MAGIC:
+        return [f"{rel}: not a .bin token file (bad magic number)"]
+    if header[1] != VERSION:
+        return [f"{rel}: .bin version {header[1]}, expected {VERSION}"]
+    if os.path.getsize(path) != HEADER_BYTES + 2 * int(header[2]):
+        return [f"{rel}: the header announces {header[2]} tokens, the file holds {(os.path.getsize(path) - HEADER_BYTES) // 2}"]
+    if not scan or not header[2]:
+        return []
+    tokens = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(int(header[2]),))
+    top = int(tokens.max())
+    if mask and top > 1:
+        return [f"{rel}: a mask holds values other than 0/1 (max {top})"]
+    if not mask and vocab is not None and top >= vocab:
+        return [f"{rel}: token id {top} is not below the vocab size {vocab}"]
+    return []
+
+
+def _check_pt(path: str, rel: str, step: str | None) -> list[str]:
+    import torch
+
+    try:
+        data = torch.load(path, weights_only=True)
+    except Exception as e:  # truncated zip, not a torch file, a pickle weights_only refuses
+        return [f"{rel}: does not load with torch.load(weights_only=True) ({type(e).__name__})"]
+    if rel.endswith("token_bytes.pt") or rel.endswith("token_bytes_exact.pt"):
+        ok = isinstance(data, torch.Tensor) and data.dtype == torch.int32 and data.dim() == 1
+        return [] if ok else [f"{rel}: expected a 1-d int32 tensor"]
+    keys = PT_KEYS.get(step)
+    if keys is not None and (not isinstance(data, dict) or not keys <= set(data)):
+        missing = sorted(keys - set(data)) if isinstance(data, dict) else "all"
+        return [f"{rel}: missing key(s) {missing}"]
+    return []
+
+
+def _unlisted(dataset_dir: str, listed: set[str]) -> list[str]:
+    """Shard and .pt files no manifest lists (outside hidden folders: staging, caches)."""
+    out = []
+    for root, dirs, names in os.walk(dataset_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), dataset_dir).replace(os.sep, "/")
+            if name.endswith((".bin", ".pt")) and rel not in listed:
+                out.append(f"{rel}: no manifest lists it (left from another run?)")
+    return sorted(out)
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _vocab_size(dataset_dir: str) -> int | None:
+    config = _read_json(os.path.join(dataset_dir, CONFIG_FILE)) or {}
+    return config.get("vocab_size")
+
+
+def _tokens(entry: dict) -> int:
+    return (entry["size"] - HEADER_BYTES) // 2
+
+
+def _check_configs(dataset_dir: str, entries: list[tuple[str, dict]]) -> list[str]:
+    """The numbers of each step's config.json against its manifest's files."""
+    problems = []
+    by_step: dict[str, list[dict]] = {}
+    for step, f in entries:
+        by_step.setdefault(step, []).append(f)
+    root = _read_json(os.path.join(dataset_dir, CONFIG_FILE)) or {}
+    for step, step_files in by_step.items():
+        config_entry = next((f for f in step_files if f["path"].endswith(CONFIG_FILE)), None)
+        config = _read_json(os.path.join(dataset_dir, *config_entry["path"].split("/"))) if config_entry else None
+        if not isinstance(config, dict):
+            problems.append(f"{step}: its config.json is missing or unreadable")
+            continue
+        where = config_entry["path"]
+        if step == "pretrain":
+            sub = f"{config['bin_subdir']}/" if config.get("bin_subdir") else ""
+            for split in ("train", "val"):
+                shards = [f for f in step_files if re.fullmatch(rf"{re.escape(sub)}{split}_\d{{6}}\.bin", f["path"])]
+                if config.get(f"{split}_shards") != len(shards):
+                    problems.append(f"{where}: {split}_shards is {config.get(f'{split}_shards')}, the manifest lists "
+                                    f"{len(shards)}")
+                if config.get(f"{split}_tokens") != sum(map(_tokens, shards)):
+                    problems.append(f"{where}: {split}_tokens is {config.get(f'{split}_tokens')}, the shards hold "
+                                    f"{sum(map(_tokens, shards))}")
+            pkl = next((f for f in step_files if f["path"] == "tokenizer/tokenizer.pkl"), None)
+            if pkl is None or pkl["sha256"] != config.get("tokenizer_sha256"):
+                problems.append(f"{where}: tokenizer_sha256 is not the listed tokenizer/tokenizer.pkl's")
+        elif step == "sft":
+            for split in ("train", "val"):
+                tokens = [f for f in step_files if (m := SFT_SHARD.fullmatch(os.path.basename(f["path"])))
+                          and m.group(1) == split and not m.group(3)]
+                masks = {os.path.basename(f["path"]): f for f in step_files if f["path"].endswith("_mask.bin")}
+                for f in tokens:
+                    mask = masks.get(os.path.basename(f["path"])[:-4] + "_mask.bin")
+                    if mask is None:
+                        problems.append(f"{f['path']}: its _mask.bin is not listed")
+                    elif mask["size"] != f["size"]:
+                        problems.append(f"{f['path']}: its _mask.bin has another token count")
+                if config.get(f"{split}_shards") != len(tokens) or config.get(f"{split}_tokens") != sum(map(_tokens, tokens)):
+                    problems.append(f"{where}: {split}_shards / {split}_tokens do not match the listed shards")
+        elif step in ("core-eval", "chat-eval"):
+            files = {os.path.basename(f["path"]) for f in step_files}
+            missing = [t["file"] for t in config.get("tasks", []) if t.get("file") not in files]
+            if missing:
+                problems.append(f"{where}: task file(s) {missing} are not listed in its manifest")
+        fingerprint = config.get("tokenizer_fingerprint")
+        if step != "pretrain" and root and fingerprint and fingerprint != root.get("tokenizer_fingerprint"):
+            problems.append(f"{where}: made with another tokenizer than the dataset's (tokenizer_fingerprint differs)")
+    return problems
