@@ -56,7 +56,7 @@ def raw_rate(tokenizer_dir, paths, n):
 def pipeline_rate(tok, tokenizer_dir, paths, n, workdir, shard_size, trial):
     out = os.path.join(workdir, f"bins_{n}_{trial}")
     t0 = time.perf_counter()
-    stats, _ = pretokenize(tokenizer_dir, paths, out, shard_size, n, True, "text",
+    stats, _ = pretokenize(tokenizer_dir, paths, out, shard_size, n, True, "text", "tiktoken",
                            Progress(os.path.join(workdir, f"state_{n}_{trial}.json"), {}))
     seconds = time.perf_counter() - t0
     tokens = stats["train"]["tokens"] + stats["val"]["tokens"]
@@ -96,7 +96,7 @@ def sample_workers(peak, done):
 
 peak, done = [0], threading.Event()
 threading.Thread(target=sample_workers, args=(peak, done), daemon=True).start()
-pretokenize({tokdir!r}, {paths!r}, {out!r}, 100_000_000, {n}, True, "text", Progress({state!r}, {{}}))
+pretokenize({tokdir!r}, {paths!r}, {out!r}, 100_000_000, {n}, True, "text", "tiktoken", Progress({state!r}, {{}}))
 done.set()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would count the bench's own memory
 hwm = int(status("self")["VmHWM"].split()[0])

@@ -10,6 +10,8 @@ import os
 
 import tiktoken
 
+from stacks_data.encoder import exact_encode
+
 BASELINES = {"GPT-2": "gpt2", "GPT-4": "cl100k_base"}
 
 SAMPLE_TEXTS = {
@@ -89,9 +91,9 @@ def compression_table(ours: tiktoken.Encoding, texts: dict[str, str],
     """One row per text: bytes, and tokens per encoding (encoded as ordinary text)."""
     rows = []
     for name, text in texts.items():
-        row = {"text": name, "bytes": len(text.encode("utf-8")), "ours": len(ours.encode_ordinary(text))}
+        row = {"text": name, "bytes": len(text.encode("utf-8")), "ours": len(exact_encode(ours, text))}
         for label, enc in baselines.items():
-            row[label] = len(enc.encode_ordinary(text))
+            row[label] = len(exact_encode(enc, text))
         rows.append(row)
     return rows
 

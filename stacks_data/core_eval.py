@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seq-len", type=int, default=2048,
                         help="longer sequences keep their last max-seq-len tokens")
     flags.add_workers_flag(parser)
+    flags.add_encoder_flag(parser)
 
 
 # ---------------------------------------------------------------- the bundle
@@ -372,9 +373,8 @@ def tokenize_task(task: Task, tok: RustBPETokenizer, max_seq_len: int) -> dict:
 
 
 def _encode(tok: RustBPETokenizer, texts: list[str]) -> list[list[int]]:
-    # one text after the other: on these short texts tiktoken's encode_ordinary_batch spends more on
-    # its thread pool than it gains (2x slower here); the parallelism is across tasks instead
-    return list(map(tok.enc.encode_ordinary, texts))
+    # the task's texts in one call to the bulk encoder (in this process: the parallelism is across tasks)
+    return tok.encode_batch(texts)
 
 
 def _common_prefix(seqs: list[list[int]]) -> int:
@@ -437,7 +437,7 @@ def run(args: argparse.Namespace) -> None:
             order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
             items = [(tasks[i], folder.path, args.max_seq_len) for i in order]
             results = ordered_map(_process_task, items, min(args.num_workers, len(tasks)),
-                                  setup=(RustBPETokenizer.from_directory, (flags.tokenizer_dir(args),)),
+                                  setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(args), args.encoder)),
                                   describe=_describe)
             done = dict(zip(order, bar(iterable=results, total=len(tasks), desc="core eval tasks", unit="task")))
             entries = [done[i] for i in range(len(tasks))]

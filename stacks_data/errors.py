@@ -22,7 +22,7 @@ class UserError(Exception):
     def __str__(self) -> str:
         where = f" ({self.where})" if self.where else ""
         todo = f": {self.todo}" if self.todo else ""
-        return f"{self.what}{where}{todo}"
+        return " ".join(f"{self.what}{where}{todo}".split())  # one line, whatever a library's message holds
 
 
 class FlagError(UserError):

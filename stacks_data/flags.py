@@ -7,6 +7,7 @@ import shutil
 import sys
 
 from stacks_data.errors import FlagError, InputError, OutputError
+from stacks_data.encoder import ENCODERS, checked_encoder_name
 from stacks_data.files import human_bytes
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
@@ -34,6 +35,12 @@ def add_output_flags(parser: argparse.ArgumentParser, default_name: str | None =
 def add_mirror_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf-mirror", default=None, metavar="DIR",
                         help="read hub datasets from DIR/<owner>/<name>/<path in repo> instead of downloading")
+
+
+def add_encoder_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", choices=ENCODERS, default="fastokens",
+                        help="the bulk encoder: fastokens (faster, checked against tiktoken as it runs) or "
+                             "tiktoken (the reference); the ids are the same")
 
 
 def add_workers_flag(parser: argparse.ArgumentParser) -> None:
@@ -141,4 +148,8 @@ def load_tokenizer(args: argparse.Namespace):
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as f:
             sha256 = json.load(f).get("tokenizer_sha256")
-    return RustBPETokenizer.from_directory(tokenizer_dir(args), sha256=sha256)
+    tok = RustBPETokenizer.from_directory(tokenizer_dir(args), sha256=sha256)
+    if hasattr(args, "encoder"):  # checked once here; the workers load the same one
+        args.encoder = checked_encoder_name(tok.spec, args.encoder)
+        tok.use_encoder(args.encoder)
+    return tok

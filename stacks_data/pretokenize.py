@@ -41,20 +41,17 @@ def shard_name(split: str, index: int) -> str:
 # ------------------------------------------------------------------------------------ worker
 
 
-def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int, int]:
-    """(tokens, documents, characters) of one parquet row group: each document is <|bos|> + its tokens."""
+def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int, int, int]:
+    """(tokens, documents, characters, encoder mismatches) of one parquet row group: each document is
+    <|bos|> + its tokens."""
     path, group, first_row, column = task
     tok: RustBPETokenizer = worker_state()
     texts = read_texts(open_parquet(path, [column]), path, group, first_row, column)
-    bos = np.array([tok.get_bos_token_id()], dtype=np.uint32)
-    # encode_to_numpy with no special tokens allowed == encode_ordinary, but hands back a buffer:
-    # no Python int per token
-    pieces = []
-    for text in texts:
-        pieces.append(bos)
-        pieces.append(tok.enc.encode_to_numpy(text, allowed_special=set(), disallowed_special=()))
-    tokens = np.concatenate(pieces).astype(np.uint16) if pieces else np.empty(0, np.uint16)
-    return tokens, len(texts), sum(map(len, texts))
+    mismatches = tok.encoder.mismatches
+    # the whole row group in one call, one flat buffer: no Python int per token
+    ids, offsets = tok.encoder.encode_batch(texts, first_row)
+    tokens = np.insert(ids.astype(np.uint16), offsets[:-1], tok.get_bos_token_id())  # <|bos|> before each
+    return tokens, len(texts), sum(map(len, texts)), tok.encoder.mismatches - mismatches
 
 
 def describe_task(task: tuple[str, int, int, str]) -> str:
@@ -213,7 +210,7 @@ class SplitPacker:
 
 
 def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, num_workers: int,
-                keep_partial: bool, column: str, progress: Progress) -> tuple[dict, list]:
+                keep_partial: bool, column: str, encoder: str, progress: Progress) -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
     Returns per split its stats (shards, tokens, dropped_tokens, documents, chars, bytes), and the
@@ -227,14 +224,17 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     # one pool for both splits, so workers start once; val's groups come first and it is flushed on its own
     t0, new_tokens, current, pending = time.time(), 0, None, collections.deque()
     results = ordered_map(tokenize_row_group, _tasks_only(work, pending), num_workers,
-                          setup=(RustBPETokenizer.from_directory, (tokenizer_dir,)), describe=describe_task)
+                          setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), describe=describe_task)
     with bar(desc="tokenize", unit="rowgroup") as progress:
         for result in results:
             packer, where = pending.popleft()
             if packer is not current and current is not None:
                 current.finish()
             current = packer
-            new_tokens += packer.add(where, *result)
+            tokens, docs, chars, mismatches = result
+            if mismatches:  # counted across resumed runs, for config.json
+                progress.state["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0) + mismatches
+            new_tokens += packer.add(where, tokens, docs, chars)
             progress.update()
             progress.set_postfix(tok_per_s=f"{new_tokens / max(time.time() - t0, 1e-9):,.0f}")
     stats = {packer.split: packer.finish() for packer in packers}

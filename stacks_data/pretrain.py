@@ -22,6 +22,7 @@ import time
 
 from stacks_data import compare, flags, hub
 from stacks_data.corpus import PRESETS, Shards, default_parquet_dir, get_corpus, shard_names
+from stacks_data.encoder import checked_encoder_name
 from stacks_data.errors import FlagError, OutputError
 from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, record_of, torch_save, write_bytes,
                                write_json, write_text)
@@ -36,6 +37,7 @@ from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZ
 STEP = "pretrain"
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 COMPARISON_FILE = "tokenizer_comparison.md"
+MAX_DOC_CAP = 100_000
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 
 
@@ -70,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a tokenizer and shards made with other flags (default: refuse)")
     flags.add_workers_flag(parser)
+    flags.add_encoder_flag(parser)
     flags.add_output_flags(parser, default_name=None)
 
 
@@ -87,7 +90,9 @@ def check_args(args: argparse.Namespace) -> None:
     else:
         flags.check_at_least(args, "--tok-train-shards", 2)
     flags.check_at_least(args, "--max-chars", 1)
-    flags.check_at_least(args, "--doc-cap", 1)
+    # rustbpe's regex engine overflows (a Rust panic) on ~1M-character whitespace runs: a cap keeps
+    # every training document far below that, whatever the corpus holds
+    flags.check_at_least(args, "--doc-cap", 1, MAX_DOC_CAP)
     flags.check_at_least(args, "--shard-size", 1, 2**31 - 1)  # the header's count is an int32
     if args.files is not None and corpus.num_available is not None:
         raise FlagError(f"--files selects the files of hf: corpora, not of {corpus.name}", "--files",
@@ -140,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
                 remove_shards(bin_dir, progress.path)
                 progress = Progress(progress.path, key)
             progress.state["fingerprint"] = tok.fingerprint()
+            args.encoder = checked_encoder_name(tok.spec, args.encoder)
             # real documents for the checks: the first 100 of a training shard and of the held-out shard
             samples = {name: next(iter_texts(path, args.text_column))[1][:100] for name, path in
                        (("train", tok_paths[0]), ("held-out", tok_paths[-1]))}
@@ -150,7 +156,8 @@ def run(args: argparse.Namespace) -> None:
 
             paths = shards.fetch_all(names)
             stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, args.num_workers,
-                                               args.keep_partial, args.text_column, progress)
+                                               args.keep_partial, args.text_column, args.encoder, progress)
+            stats["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0)
             config = make_config(tok, args, corpus, shards, bin_subdir, training, stats, tok_dir)
             # manifest.json, then config.json: the file consumers read comes last, so a folder with a
             # config.json is complete (and its manifest, which lists it, is there)
@@ -351,4 +358,6 @@ def make_config(tok: RustBPETokenizer, args, corpus, shards: Shards, bin_subdir:
         s = stats[split]
         config.update({f"{split}_shards": s["shards"], f"{split}_tokens": s["tokens"],
                        f"{split}_documents": s["documents"], f"{split}_dropped_tokens": s["dropped_tokens"]})
+    # documents the fast encoder got wrong (their row groups were encoded with tiktoken): 0, or a bug to report
+    config["encoder_mismatches"] = stats["encoder_mismatches"]
     return config

@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add_output_flags(parser)
     flags.add_mirror_flag(parser)
     flags.add_workers_flag(parser)
+    flags.add_encoder_flag(parser)
     parser.add_argument("--max-seq-len", type=int, default=2048,
                         help="conversations are truncated to this many tokens")
     parser.add_argument("--shard-size", type=int, default=10_000_000, help="tokens per shard")
@@ -153,9 +154,9 @@ def chunks(mixture: list, order: np.ndarray, chunk_size: int):
         yield len(index), groups
 
 
-def worker_setup(tokenizer_dir: str, words, max_seq_len: int):
+def worker_setup(tokenizer_dir: str, encoder: str, words, max_seq_len: int):
     """Once per worker process: what render_chunk needs besides its chunk."""
-    return RustBPETokenizer.from_directory(tokenizer_dir), words, max_seq_len
+    return RustBPETokenizer.for_work(tokenizer_dir, encoder), words, max_seq_len
 
 
 def render_chunk(chunk):
@@ -192,7 +193,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: s
     conversations = truncated = 0
     chunk_list = chunks(mixture, order, args.chunk_size)
     results = ordered_map(render_chunk, chunk_list, args.num_workers,
-                          setup=(worker_setup, (tokenizer_dir, words, args.max_seq_len)),
+                          setup=(worker_setup, (tokenizer_dir, args.encoder, words, args.max_seq_len)),
                           describe=lambda chunk: describe_chunk(split, mixture, chunk))
     with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress:
         for ids, mask, n_valid, n_truncated, invalid in results:
