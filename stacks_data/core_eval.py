@@ -33,7 +33,7 @@ from stacks_data.download import download
 from stacks_data.errors import InputError
 from stacks_data.files import human_bytes, torch_save_plain
 from stacks_data.outputs import DatasetLock, StagedFolder
-from stacks_data.parallel import ordered_map, worker_state
+from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -436,9 +436,9 @@ def run(args: argparse.Namespace) -> None:
             # same whatever the order, and config.json lists them in core.yaml order
             order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
             items = [(tasks[i], folder.path, args.max_seq_len) for i in order]
-            results = ordered_map(_process_task, items, min(args.num_workers, len(tasks)),
-                                  setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(args), args.encoder)),
-                                  describe=_describe)
+            results = flags.executor(args, len(tasks)).map(
+                _process_task, items, setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(args), args.encoder)),
+                describe=_describe)
             done = dict(zip(order, bar(iterable=results, total=len(tasks), desc="core eval tasks", unit="task")))
             entries = [done[i] for i in range(len(tasks))]
             source = os.path.abspath(args.eval_bundle) if args.eval_bundle else args.eval_bundle_url

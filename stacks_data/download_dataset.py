@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer-only", action="store_true", help="only tokenizer/ (and the config)")
     parser.add_argument("--steps", default=",".join(STEP_FOLDERS),
                         help="which steps' outputs to fetch, comma-separated (those the repo has)")
-    flags.add_workers_flag(parser)
+    flags.add_workers_flag(parser, executors=False)
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ import sys
 from stacks_data.errors import FlagError, InputError, OutputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
 from stacks_data.files import human_bytes
+from stacks_data.parallel import EXECUTORS, Executor
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
 DEFAULT_DATASET_NAME = "fineweb_edu_32k_8_370"  # step 1's name at its default flags
@@ -43,10 +44,24 @@ def add_encoder_flag(parser: argparse.ArgumentParser) -> None:
                              "tiktoken (the reference); the ids are the same")
 
 
-def add_workers_flag(parser: argparse.ArgumentParser) -> None:
+def add_workers_flag(parser: argparse.ArgumentParser, executors: bool = True) -> None:
     parser.add_argument("--num-workers", type=int, default=available_cpus(),
                         help="worker processes (outputs are identical for any number); default: the CPUs "
                              "this process may use")
+    if not executors:  # work on local files only (verify, download): always local processes
+        return
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="where the workers run: local processes, or Ray tasks (pip install "
+                             "'stacks-data[ray]'); the outputs are the same")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="with --executor ray: the cluster to join (e.g. auto, after `ray start --head`; "
+                             "default $RAY_ADDRESS, else a local Ray instance of --num-workers CPUs)")
+
+
+def executor(args: argparse.Namespace, max_workers: int | None = None) -> Executor:
+    """Where this step's work items run (--executor, --num-workers, --ray-address)."""
+    workers = min(args.num_workers, max_workers) if max_workers else args.num_workers
+    return Executor(max(1, workers), args.executor, args.ray_address)
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -67,6 +82,8 @@ def check_common(args: argparse.Namespace) -> None:
                         "pass --hf-user USER (or set $HF_USER), or --skip-upload")
     if hasattr(args, "num_workers"):
         check_at_least(args, "--num-workers", 1)
+    if getattr(args, "ray_address", None) and args.executor != "ray":
+            raise FlagError("--ray-address is for the Ray executor", "--ray-address", "add --executor ray")
     if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
         raise FlagError(f"{args.dataset_name!r} is not a folder name", "--dataset-name", "pass a plain name")
     check_writable_dir(args.out_dir, "--out-dir")

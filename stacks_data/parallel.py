@@ -1,18 +1,20 @@
 """
-The executor: run a step's function over work items in worker processes, results in input order.
+The executors: run a step's function over work items, results in input order.
 
-Steps are plain functions of one item; this module decides where they run. At most
-`2 * num_workers` items are in flight, so memory stays bounded however many items there are, and
-results come back in item order, so outputs do not depend on the number of workers.
-With num_workers == 1 everything runs in this process (same results, no IPC).
+Steps are plain functions of one item; an Executor decides where they run: `local` worker processes
+(here) or tasks on a Ray cluster (ray_executor.py). At most `2 * num_workers` items are in flight, so
+memory stays bounded however many items there are, and results come back in item order, so outputs
+do not depend on the number of workers or the executor. With one local worker everything runs in
+this process (same results, no IPC).
 
 What every step gets from here, whatever it does:
+- a setup (e.g. loading the tokenizer) run once per worker process, read with worker_state();
 - an error in a worker reaches the main process as one line naming the work item (`describe(item)`),
   never as a BaseException that does not pickle (a Rust panic) or a bare traceback;
-- workers never outlive the main process: each holds the read end of a "lifeline" pipe whose only
-  write end is the main process's, and exits the moment it closes, whether the main process finished,
-  failed, was interrupted or was killed with SIGKILL. The forkserver and the resource tracker then
-  see their last client gone and exit too;
+- local workers never outlive the main process: each holds the read end of a "lifeline" pipe whose
+  only write end is the main process's, and exits the moment it closes, whether the main process
+  finished, failed, was interrupted or was killed with SIGKILL. The forkserver and the resource
+  tracker then see their last client gone and exit too;
 - Ctrl-C is the main process's business: workers ignore SIGINT, so it prints no worker tracebacks.
 """
 
@@ -23,28 +25,48 @@ import signal
 import threading
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from stacks_data.errors import UserError, WorkerError
 
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where a step's work items run: `local` worker processes, or tasks on a Ray cluster."""
+
+    num_workers: int
+    kind: str = "local"
+    ray_address: str | None = None  # with kind "ray": a cluster to join (else a local Ray instance)
+
+    def map(self, fn: Callable, items: Iterable, setup: tuple[Callable, tuple] | None = None,
+            describe: Callable = repr) -> Iterator:
+        """fn(item) for every item, in order.
+
+        setup = (factory, args): factory(*args) runs once per worker process (e.g. loads the
+        tokenizer); fn reads its result with worker_state(). describe(item) names an item in errors.
+        """
+        if self.kind == "ray":
+            from stacks_data.ray_executor import ray_map
+
+            return ray_map(fn, items, self.num_workers, setup, describe, self.ray_address)
+        return ordered_map(fn, items, self.num_workers, setup, describe)
+
 
 def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None = None,
                 describe: Callable = repr) -> Iterator:
-    """fn(item) for every item, in order.
-
-    setup = (factory, args): factory(*args) runs once per worker process (e.g. loads the tokenizer);
-    fn reads its result with worker_state(). describe(item) names an item in error messages.
-    """
-    global _state
+    """Executor(num_workers).map(...): local worker processes."""
     if num_workers < 1:
         raise ValueError("num_workers must be at least 1")
     if num_workers == 1:
-        _state = setup[0](*setup[1]) if setup else None
+        set_worker_state(setup)
         try:
             for item in items:
-                yield _named(run_item, (fn, item), item, describe)
+                yield named_result(lambda: run_item(fn, item), item, describe)
         finally:
-            _state = None
+            set_worker_state(None)
         return
     # forkserver, not fork: the parent may hold rayon/arrow threads whose locks a forked child would
     # inherit; the server is a fresh single-threaded process (with the step's module imported once)
@@ -60,10 +82,10 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
             pending.append((pool.submit(run_item, fn, item), item))
             if len(pending) >= 2 * num_workers:
                 future, done = pending.popleft()
-                yield _named(future.result, (), done, describe)
+                yield named_result(future.result, done, describe)
         while pending:
             future, done = pending.popleft()
-            yield _named(future.result, (), done, describe)
+            yield named_result(future.result, done, describe)
     except BaseException:
         # failed, interrupted or abandoned by the consumer: stop the workers now rather than letting
         # them finish items nobody will read
@@ -75,7 +97,8 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
 
 
 def run_item(fn: Callable, item):
-    """fn(item), with any error but a UserError turned into a WorkerError (strings only: it pickles)."""
+    """fn(item) in a worker, with any error but a UserError turned into a WorkerError (strings only: it
+    pickles, whatever the error was)."""
     try:
         if _init_error is not None:
             raise _init_error
@@ -88,11 +111,10 @@ def run_item(fn: Callable, item):
         raise WorkerError(f"{type(e).__name__}: {e}", traceback=traceback.format_exc()) from None
 
 
-def _named(get: Callable, args: tuple, item, describe: Callable):
-    """get(*args), a WorkerError from it named after the item (in the main process: describe need
-    not pickle)."""
+def named_result(get: Callable, item, describe: Callable):
+    """get(), a WorkerError from it named after the item (here, in the main process: describe need not pickle)."""
     try:
-        return get(*args)
+        return get()
     except WorkerError as e:
         if e.where:
             raise
@@ -104,18 +126,25 @@ _init_error: BaseException | None = None  # the setup's error, raised by this wo
 
 
 def worker_state():
-    """In a step function run by ordered_map: what the map's setup factory returned in this process."""
+    """In a step function run by an executor: what the map's setup factory returned in this process."""
     return _state
 
 
-def _start_worker(lifeline, setup: tuple[Callable, tuple] | None) -> None:
+def set_worker_state(setup: tuple[Callable, tuple] | None) -> None:
+    """Run a map's setup in this process; an error is kept and raised by the first item (run_item),
+    so that it is reported like any error of that item."""
     global _state, _init_error
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
+    _state, _init_error = None, None
     try:
         _state = setup[0](*setup[1]) if setup else None
-    except BaseException as e:  # the pool would print it and break: report it with the first item instead
+    except BaseException as e:
         _init_error = e
+
+
+def _start_worker(lifeline, setup: tuple[Callable, tuple] | None) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
+    set_worker_state(setup)
 
 
 def _exit_with_parent(lifeline) -> None:

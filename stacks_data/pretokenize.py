@@ -24,7 +24,7 @@ import numpy as np
 
 from stacks_data.binfile import ShardWriter
 from stacks_data.files import human_bytes, write_json
-from stacks_data.parallel import ordered_map, worker_state
+from stacks_data.parallel import Executor, worker_state
 from stacks_data.parquet import file_identity, open_parquet, read_texts
 from stacks_data.progress import bar, say
 from stacks_data.tokenizer import RustBPETokenizer
@@ -209,7 +209,7 @@ class SplitPacker:
                 for i, s in enumerate(self.done["shards"])]
 
 
-def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, num_workers: int,
+def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
                 keep_partial: bool, column: str, encoder: str, progress: Progress) -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
@@ -223,8 +223,8 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     work = ((packer, where, task) for packer in packers for where, task in packer.tasks(column))
     # one pool for both splits, so workers start once; val's groups come first and it is flushed on its own
     t0, new_tokens, current, pending = time.time(), 0, None, collections.deque()
-    results = ordered_map(tokenize_row_group, _tasks_only(work, pending), num_workers,
-                          setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), describe=describe_task)
+    results = executor.map(tokenize_row_group, _tasks_only(work, pending),
+                           setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), describe=describe_task)
     with bar(desc="tokenize", unit="rowgroup") as progress:
         for result in results:
             packer, where = pending.popleft()

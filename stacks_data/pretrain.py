@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> None:
             tok_records.append(write_text(os.path.join(out, COMPARISON_FILE), report))
 
             paths = shards.fetch_all(names)
-            stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, args.num_workers,
+            stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, flags.executor(args),
                                                args.keep_partial, args.text_column, args.encoder, progress)
             stats["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0)
             config = make_config(tok, args, corpus, shards, bin_subdir, training, stats, tok_dir)

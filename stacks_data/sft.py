@@ -20,7 +20,7 @@ from stacks_data.binfile import ShardWriter
 from stacks_data.errors import InputError
 from stacks_data.files import human_bytes
 from stacks_data.outputs import DatasetLock, StagedFolder
-from stacks_data.parallel import ordered_map, worker_state
+from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -192,9 +192,9 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: s
     writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size)
     conversations = truncated = 0
     chunk_list = chunks(mixture, order, args.chunk_size)
-    results = ordered_map(render_chunk, chunk_list, args.num_workers,
-                          setup=(worker_setup, (tokenizer_dir, args.encoder, words, args.max_seq_len)),
-                          describe=lambda chunk: describe_chunk(split, mixture, chunk))
+    results = flags.executor(args).map(render_chunk, chunk_list,
+                                       setup=(worker_setup, (tokenizer_dir, args.encoder, words, args.max_seq_len)),
+                                       describe=lambda chunk: describe_chunk(split, mixture, chunk))
     with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress:
         for ids, mask, n_valid, n_truncated, invalid in results:
             for _, k, row, message in invalid:

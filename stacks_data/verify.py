@@ -44,7 +44,7 @@ CHUNK = 1 << 24
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset_dir", metavar="DIR", help="the dataset folder, e.g. data/fineweb_edu_32k_8_370")
     parser.add_argument("--quick", action="store_true", help="check sizes, not sha256 hashes (nor token ids)")
-    flags.add_workers_flag(parser)
+    flags.add_workers_flag(parser, executors=False)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -96,8 +96,7 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
             present.append((local, f["path"], f["sha256"], step, vocab, quick))
     size = sum(os.path.getsize(item[0]) for item in present)
     with bar(total=size, desc="verify", unit="B", unit_scale=True) as progress:
-        for item, (file_problems, nbytes) in zip(present, ordered_map(check_file, present, num_workers,
-                                                                        describe=lambda item: item[1])):
+        for file_problems, nbytes in ordered_map(check_file, present, num_workers, describe=lambda item: item[1]):
             problems += file_problems
             progress.update(nbytes)
     problems += _check_configs(dataset_dir, entries)

@@ -14,7 +14,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
 from fixtures import make_docs, write_corpus
 from stacks_data import cli
 from stacks_data.tokenizer import RustBPETokenizer

@@ -1,0 +1,171 @@
+"""
+The Ray executor: a step's work items as Ray tasks, on a cluster or on a Ray instance of our own.
+
+Same contract as parallel.ordered_map: the same step function runs unchanged, results come back in
+item order with at most 2 * num_workers in flight, the setup runs once per worker process (read with
+parallel.worker_state()), and an error is one line naming the item. A task whose worker dies (a node
+lost, an OOM kill) is retried elsewhere by Ray (max_retries); one that fails for good stops the step
+as the local executor would, with what was packed so far resumable.
+
+Only imported when --executor ray is chosen: Ray is an optional extra (pip install 'stacks-data[ray]').
+"""
+
+import collections
+import hashlib
+import logging
+import os
+import pickle
+import re
+import socket
+import subprocess
+import sys
+from typing import Callable, Iterable, Iterator
+
+from stacks_data import parallel
+from stacks_data.errors import FlagError, NetworkError, UserError, WorkerError
+
+MAX_RETRIES = 3
+START_CLUSTER = "start one with `ray start --head` (then --ray-address auto), or drop --ray-address to start a local one"
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise FlagError("Ray is not installed", "--executor ray", "pip install 'stacks-data[ray]'") from None
+    return ray
+
+
+def connect(address: str | None, num_workers: int) -> int:
+    """Join the cluster at `address` (--ray-address, else $RAY_ADDRESS), else start a local instance
+    of num_workers CPUs that dies with this process; returns the CPUs available to our tasks."""
+    ray = _ray()
+    if ray.is_initialized():
+        return int(ray.cluster_resources().get("CPU", num_workers))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")  # we read every result, or cancel it
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        if address != "auto":
+            _check_reachable(address)  # else ray.init waits for an absent cluster, then exits the process
+        try:
+            ray.init(address=address, **quiet)
+        except ConnectionError as e:
+            raise NetworkError(f"no Ray cluster to join ({e})", f"--ray-address {address}", START_CLUSTER) from None
+        return int(ray.cluster_resources().get("CPU", num_workers))
+    _start_reaper()
+    ray.init(address="local", num_cpus=num_workers, include_dashboard=False, **quiet)
+    return num_workers
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except (OSError, ValueError):
+        raise NetworkError("nothing answers there", f"--ray-address {address}", START_CLUSTER) from None
+
+
+def ray_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None,
+            describe: Callable, address: str | None) -> Iterator:
+    """parallel.ordered_map, as Ray tasks."""
+    ray = _ray()
+    num_workers = connect(address, num_workers)
+    task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_ray_item)
+    setup_key = hashlib.sha256(pickle.dumps(setup)).hexdigest()
+    fn_ref, setup_ref = ray.put(fn), ray.put(setup)  # shipped once, not with every task
+    pending = collections.deque()
+    try:
+        for item in items:
+            pending.append((task.remote(fn_ref, item, setup_key, setup_ref), item))
+            if len(pending) >= 2 * num_workers:
+                yield _result(*pending.popleft(), describe)
+        while pending:
+            yield _result(*pending.popleft(), describe)
+    finally:
+        for ref, _ in pending:  # failed, interrupted or abandoned: items nobody will read are dropped
+            ray.cancel(ref)
+
+
+_setup_key = None  # in a Ray worker process: whose setup parallel's worker state holds
+
+
+def _ray_item(fn: Callable, item, setup_key: str, setup):
+    """One item in a Ray worker process: the map's setup once per process, then parallel.run_item."""
+    global _setup_key
+    if _setup_key != setup_key:
+        parallel.set_worker_state(setup)
+        _setup_key = setup_key
+    return parallel.run_item(fn, item)
+
+
+def _result(ref, item, describe: Callable):
+    import ray.exceptions
+
+    try:
+        return parallel.named_result(lambda: _unwrap(ref), item, describe)
+    except ray.exceptions.RayError as e:  # the worker died more often than Ray retries (WorkerCrashedError, OOM)
+        message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # Ray colours its messages
+        raise WorkerError(f"{type(e).__name__}: {message}", f"while processing {describe(item)}") from None
+
+
+def _unwrap(ref):
+    import ray
+    import ray.exceptions
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        if isinstance(e.cause, UserError):  # what run_item raised: a UserError or a WorkerError
+            raise e.cause from None
+        raise
+
+
+# A local instance must die with this process. ray.init makes gcs_server and raylet die with it, but
+# raylet's agents linger for a minute or two after a SIGKILL; this reaper, holding the read end of a
+# pipe only we write to, kills every process of our tree it has seen (pid and start time) once we are gone.
+_REAPER = r"""
+import os, select, signal, sys, time
+driver, fd, seen = int(sys.argv[1]), sys.stdin.fileno(), {}
+def start(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+def tree():
+    kids = {}
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            kids.setdefault(int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+        except (OSError, ValueError):
+            pass
+    out, todo = set(), [driver] + list(seen)
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out and c != os.getpid():
+                out.add(c); todo.append(c)
+    return out
+while True:
+    for pid in tree():
+        seen.setdefault(pid, start(pid))
+    if select.select([fd], [], [], 0.5)[0] and not os.read(fd, 1):
+        break
+for _ in range(3):
+    for pid in tree():
+        seen.setdefault(pid, start(pid))
+    for pid, t in seen.items():
+        if t is not None and start(pid) == t:
+            try: os.kill(pid, signal.SIGKILL)
+            except OSError: pass
+    time.sleep(0.2)
+"""
+_reaper_lifeline = None
+
+
+def _start_reaper() -> None:
+    global _reaper_lifeline
+    read, _reaper_lifeline = os.pipe()
+    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=read, start_new_session=True)
+    os.close(read)
+    os.set_inheritable(_reaper_lifeline, False)  # Ray's processes must not hold it open
