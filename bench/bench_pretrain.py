@@ -194,6 +194,8 @@ def main():
                 ray_ft = best["pipeline fastokens, ray"]
                 print(f"        ray executor {ray_ft / 1e6:.2f} M tok/s: {ray_ft / pipe_ft:.2f}x the local executor "
                       "(target >= 0.8x)")
+                import ray
+                ray.shutdown()  # the next N starts an instance of its own size
 
         # ---- peak memory at the default shard size, in a fresh process
         n = max(args.workers)

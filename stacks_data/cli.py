@@ -90,11 +90,22 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _quiet_interrupts(unraisable) -> None:
+    """A Ctrl-C / SIGTERM that lands in a finalizer cannot stop the run (Python prints and drops it):
+    not worth a traceback either."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
 def _report_errors(fn, debug: bool) -> int:
     """Run fn; return the exit status, having reported any error the way the module docstring says."""
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _quiet_interrupts
     try:
         fn()
+        # done: a signal now would only interrupt the interpreter's shutdown (a traceback, exit 0 anyway)
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
         return 0
     except UserError as e:
         return _user_error(e, debug)

@@ -16,6 +16,8 @@ import fnmatch
 import glob
 import os
 import re
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -138,3 +140,98 @@ class Shards:
                               desc=f"download to {self.parquet_dir}", unit="shard"):
                     pass
         return self.paths(names)
+
+
+class ShardStream:
+    """The run's shards in the order the tokenizer reads them, downloaded while it reads.
+
+    Up to `ahead` downloads run at once, on the next shards of `order` after the one being read, so
+    tokenization starts as soon as the first shard is there and the two halves overlap. With
+    `max_cached`, at most that many of the run's shards are on disk at once: a shard is deleted when
+    released (all its row groups read by the workers) and a download waits for room. A download that
+    fails is raised by get() of that shard, in order: what was finished before it stays resumable.
+    """
+
+    def __init__(self, shards: Shards, order: list[str], ahead: int, max_cached: int | None):
+        self.shards, self.order, self.max_cached = shards, order, max_cached
+        self.ahead = min(ahead, max_cached) if max_cached else ahead
+        self.state = {name: "ready" if os.path.exists(shards.path(name)) else "absent" for name in order}
+        self.errors: dict[str, BaseException] = {}
+        self.reading = 0  # index in order of the shard the reader asked for last
+        self.waited = 0.0  # seconds the reader waited for downloads
+        self.downloaded_bytes = 0
+        self.closed = False
+        self.cond = threading.Condition()
+        if max_cached:
+            self._make_room_at_start()
+        # daemon threads: an interrupted run does not wait for a download to finish (a .part is left)
+        self.threads = [threading.Thread(target=self._download_loop, daemon=True) for _ in range(self.ahead)]
+        for thread in self.threads:
+            thread.start()
+
+    def _make_room_at_start(self) -> None:
+        """Shards of the run on disk beyond the cap: those needed last go (they come back when needed)."""
+        on_disk = [n for n in self.order if self.state[n] == "ready"]
+        for name in on_disk[self.max_cached:]:
+            os.remove(self.shards.path(name))
+            self.state[name] = "absent"
+
+    def _cached(self) -> int:
+        return sum(1 for s in self.state.values() if s in ("ready", "downloading"))
+
+    def _next_download(self) -> str | None:
+        for index in range(self.reading, min(len(self.order), self.reading + self.ahead + 1)):
+            name = self.order[index]
+            if self.state[name] == "absent" and (not self.max_cached or self._cached() < self.max_cached):
+                return name
+        return None
+
+    def _download_loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed and (name := self._next_download()) is None:
+                    self.cond.wait()
+                if self.closed:
+                    return
+                self.state[name] = "downloading"
+            try:
+                path = self.shards.fetch(name)
+                size, outcome = os.path.getsize(path), "ready"
+            except BaseException as e:  # reported to the reader, in order
+                size, outcome = 0, "failed"
+                self.errors[name] = e
+            with self.cond:
+                self.state[name] = outcome
+                self.downloaded_bytes += size
+                self.cond.notify_all()
+
+    def get(self, name: str) -> str:
+        """The local path of `name`, once downloaded (the reader waits for it here)."""
+        t0 = time.perf_counter()
+        with self.cond:
+            self.reading = self.order.index(name)
+            self.cond.notify_all()
+            while self.state[name] in ("absent", "downloading"):
+                self.cond.wait()
+            self.waited += time.perf_counter() - t0
+            if self.state[name] == "failed":
+                raise self.errors[name]
+        return self.shards.path(name)
+
+    def release(self, name: str) -> None:
+        """The workers are done with `name`: with a cap, it is deleted and makes room."""
+        if not self.max_cached:
+            return
+        with self.cond:
+            if self.state[name] == "ready":
+                os.remove(self.shards.path(name))
+                self.state[name] = "released"
+                self.cond.notify_all()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def shards_ready(self) -> int:
+        return sum(1 for s in self.state.values() if s in ("ready", "released"))

@@ -2,7 +2,7 @@
 The executors: run a step's function over work items, results in input order.
 
 Steps are plain functions of one item; an Executor decides where they run: `local` worker processes
-(here) or tasks on a Ray cluster (ray_executor.py). At most `2 * num_workers` items are in flight, so
+(here) or tasks on a Ray cluster (ray_executor.py). At most `IN_FLIGHT * num_workers` items are in flight, so
 memory stays bounded however many items there are, and results come back in item order, so outputs
 do not depend on the number of workers or the executor. With one local worker everything runs in
 this process (same results, no IPC).
@@ -19,18 +19,21 @@ What every step gets from here, whatever it does:
 """
 
 import collections
+import contextlib
 import multiprocessing
 import os
 import signal
 import threading
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import forkserver, resource_tracker
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from stacks_data.errors import UserError, WorkerError
 
 EXECUTORS = ("local", "ray")
+IN_FLIGHT = 4  # items in flight per worker: enough to keep every worker busy, few enough to bound memory
 
 
 @dataclass(frozen=True)
@@ -42,29 +45,34 @@ class Executor:
     ray_address: str | None = None  # with kind "ray": a cluster to join (else a local Ray instance)
 
     def map(self, fn: Callable, items: Iterable, setup: tuple[Callable, tuple] | None = None,
-            describe: Callable = repr) -> Iterator:
+            describe: Callable = repr, on_done: Callable | None = None) -> Iterator:
         """fn(item) for every item, in order.
 
         setup = (factory, args): factory(*args) runs once per worker process (e.g. loads the
         tokenizer); fn reads its result with worker_state(). describe(item) names an item in errors.
+        on_done(item) is called, from any thread, as soon as a worker is done with an item (before its
+        result's turn comes): e.g. to free the input it read.
         """
         if self.kind == "ray":
             from stacks_data.ray_executor import ray_map
 
-            return ray_map(fn, items, self.num_workers, setup, describe, self.ray_address)
-        return ordered_map(fn, items, self.num_workers, setup, describe)
+            return ray_map(fn, items, self.num_workers, setup, describe, on_done, self.ray_address)
+        return ordered_map(fn, items, self.num_workers, setup, describe, on_done)
 
 
 def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None = None,
-                describe: Callable = repr) -> Iterator:
+                describe: Callable = repr, on_done: Callable | None = None) -> Iterator:
     """Executor(num_workers).map(...): local worker processes."""
     if num_workers < 1:
         raise ValueError("num_workers must be at least 1")
+    on_done = on_done or (lambda item: None)
     if num_workers == 1:
         set_worker_state(setup)
         try:
             for item in items:
-                yield named_result(lambda: run_item(fn, item), item, describe)
+                result = named_result(lambda: run_item(fn, item), item, describe)
+                on_done(item)
+                yield result
         finally:
             set_worker_state(None)
         return
@@ -74,13 +82,23 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([fn.__module__])
     lifeline, keep_alive = context.Pipe(duplex=False)
-    pool = ProcessPoolExecutor(num_workers, mp_context=context, initializer=_start_worker,
-                               initargs=(lifeline, setup))
+    _start_helpers()
+    with _signals_deferred():
+        # Ctrl-C / SIGTERM wait until every worker has started: one whose parent is gone halfway
+        # through its start-up prints a traceback from inside multiprocessing
+        arrived = context.Barrier(num_workers)
+        pool = ProcessPoolExecutor(num_workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(lifeline, setup, arrived))
+        # one task per worker that waits for all of them: the pool starts every worker now
+        for future in [pool.submit(_arrive) for _ in range(num_workers)]:
+            future.result()
     try:
         pending = collections.deque()
         for item in items:
-            pending.append((pool.submit(run_item, fn, item), item))
-            if len(pending) >= 2 * num_workers:
+            future = pool.submit(run_item, fn, item)
+            future.add_done_callback(lambda _, item=item: on_done(item))
+            pending.append((future, item))
+            if len(pending) >= IN_FLIGHT * num_workers:
                 future, done = pending.popleft()
                 yield named_result(future.result, done, describe)
         while pending:
@@ -94,6 +112,35 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
         raise
     pool.shutdown(wait=True)
     keep_alive.close()
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM that arrive in the block are delivered when it ends."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    caught = []
+    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        if caught:
+            os.kill(os.getpid(), caught[0])
+
+
+def _start_helpers() -> None:
+    """Start the forkserver and the resource tracker ignoring SIGINT (for the few milliseconds of their
+    spawn this process ignores it too): an ignored signal stays ignored across exec, so a Ctrl-C sent
+    to the whole process group cannot hit one of them, or a worker forked by the forkserver, halfway
+    through its start-up (a traceback from inside multiprocessing). They end with this process's
+    lifeline, not with Ctrl-C."""
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def run_item(fn: Callable, item):
@@ -141,10 +188,19 @@ def set_worker_state(setup: tuple[Callable, tuple] | None) -> None:
         _init_error = e
 
 
-def _start_worker(lifeline, setup: tuple[Callable, tuple] | None) -> None:
+_arrived = None  # a barrier of all the pool's workers: see _arrive
+
+
+def _start_worker(lifeline, setup: tuple[Callable, tuple] | None, arrived) -> None:
+    global _arrived
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
     set_worker_state(setup)
+    _arrived = arrived
+
+
+def _arrive() -> None:
+    _arrived.wait()  # a worker holding this task cannot take another: so each one comes from another worker
 
 
 def _exit_with_parent(lifeline) -> None:

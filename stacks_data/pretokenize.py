@@ -18,6 +18,7 @@ import collections
 import json
 import os
 import re
+import threading
 import time
 
 import numpy as np
@@ -155,24 +156,37 @@ class SplitPacker:
     def complete(self) -> bool:
         return "result" in self.done
 
-    def tasks(self, column: str):
-        """The remaining work items (path, row group, first row, column), in stream order."""
+    def files_to_read(self) -> list[str]:
+        """The input files this split still reads, in order (from the one it resumes in)."""
+        return [] if self.complete else self.files[self.start[0]:]
+
+    def tasks(self, column: str, shards, left: dict):
+        """The remaining work items (path, row group, first row, column), in stream order, with where
+        they come from: (file index, row group, whether it is the file's last).
+
+        shards.get(path) waits for a file that is still downloading; left[path] counts the file's row
+        groups not yet done by the workers (the caller releases the file at 0).
+        """
         if self.complete:
             return
         first_file, first_group = self.start
         for index in range(first_file, len(self.files)):
-            path = self.files[index]
+            path = shards.get(self.files[index])
             metadata = open_parquet(path, [column]).metadata
             self.progress.state["files"][os.path.basename(path)] = file_identity(path)
+            groups = [g for g in range(metadata.num_row_groups) if (index, g) >= (first_file, first_group)]
+            left[path] = len(groups)
+            if not groups:
+                shards.release(path)
             first_row = 0
             for group in range(metadata.num_row_groups):
-                if (index, group) >= (first_file, first_group):
-                    yield (index, group), (path, group, first_row, column)
+                if group in groups:
+                    yield (index, group, group == groups[-1]), (path, group, first_row, column)
                 first_row += metadata.row_group(group).num_rows
 
     def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int) -> int:
         """Append one row group's tokens (minus what an earlier run already wrote); returns tokens added."""
-        self.group_start = (*where, self.position, self.docs, self.chars)
+        self.group_start = (*where[:2], self.position, self.docs, self.chars)
         skip, self.skip = self.skip, 0
         self.writer.add(tokens[skip:])
         self.position += len(tokens)
@@ -209,38 +223,80 @@ class SplitPacker:
                 for i, s in enumerate(self.done["shards"])]
 
 
+class LocalShards:
+    """The input files, all on disk already (what ShardStream is when nothing is downloaded)."""
+
+    waited = downloaded_bytes = 0
+
+    def __init__(self, order: list[str]):
+        self.order = order
+
+    def get(self, path: str) -> str:
+        return path
+
+    def release(self, path: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def shards_ready(self) -> int:
+        return len(self.order)
+
+
 def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
-                keep_partial: bool, column: str, encoder: str, progress: Progress) -> tuple[dict, list]:
+                keep_partial: bool, column: str, encoder: str, progress: Progress,
+                open_shards=LocalShards) -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
-    Returns per split its stats (shards, tokens, dropped_tokens, documents, chars, bytes), and the
-    (path, size, sha256) of every shard.
+    open_shards(paths in reading order) gives what serves the files as the workers need them (a
+    corpus.ShardStream downloads them meanwhile). Returns per split its stats (shards, tokens,
+    dropped_tokens, documents, chars, bytes), and the (path, size, sha256) of every shard.
     """
     os.makedirs(bin_dir, exist_ok=True)
     reconcile(progress, paths, bin_dir)
     packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress)
                for split, files in split_files(paths).items()]
-    work = ((packer, where, task) for packer in packers for where, task in packer.tasks(column))
+    order = [path for packer in packers for path in packer.files_to_read()]
+    shards = open_shards(order)
+    left, lock = {}, threading.Lock()  # path -> its row groups the workers have not done yet
+
+    def done(task):  # from an executor's thread: a worker has read (and tokenized) this row group
+        with lock:
+            left[task[0]] -= 1
+            finished = left[task[0]] == 0
+        if finished:
+            shards.release(task[0])
+
+    work = ((packer, where, task) for packer in packers for where, task in packer.tasks(column, shards, left))
     # one pool for both splits, so workers start once; val's groups come first and it is flushed on its own
     t0, new_tokens, current, pending = time.time(), 0, None, collections.deque()
-    results = executor.map(tokenize_row_group, _tasks_only(work, pending),
-                           setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), describe=describe_task)
-    with bar(desc="tokenize", unit="rowgroup") as progress:
-        for result in results:
-            packer, where = pending.popleft()
-            if packer is not current and current is not None:
-                current.finish()
-            current = packer
-            tokens, docs, chars, mismatches = result
-            if mismatches:  # counted across resumed runs, for config.json
-                progress.state["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0) + mismatches
-            new_tokens += packer.add(where, tokens, docs, chars)
-            progress.update()
-            progress.set_postfix(tok_per_s=f"{new_tokens / max(time.time() - t0, 1e-9):,.0f}")
+    try:
+        results = executor.map(tokenize_row_group, _tasks_only(work, pending), describe=describe_task,
+                               setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), on_done=done)
+        with bar(desc="tokenize", unit="shard", total=len(order)) as display:
+            for tokens, docs, chars, mismatches in results:
+                packer, where = pending.popleft()
+                if packer is not current and current is not None:
+                    current.finish()
+                current = packer
+                if mismatches:  # counted across resumed runs, for config.json
+                    progress.state["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0) + mismatches
+                new_tokens += packer.add(where, tokens, docs, chars)
+                display.update(where[2])  # a file's last row group: one more shard of input done
+                elapsed = max(time.time() - t0, 1e-9)
+                display.set_postfix_str(f"downloaded {shards.shards_ready()}/{len(order)}, in "
+                                        f"{shards.downloaded_bytes / elapsed / 1e6:.1f} MB/s, out "
+                                        f"{new_tokens / elapsed / 1e6:.2f}M tok/s")
+    finally:
+        shards.close()
     stats = {packer.split: packer.finish() for packer in packers}
     seconds = time.time() - t0
     if new_tokens:
-        print(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s ({new_tokens / max(seconds, 1e-9):,.0f} tok/s)")
+        # where the time went: waiting for downloads (download-bound), or not (tokenize-bound)
+        bound = "download-bound" if shards.waited > 0.1 * seconds else "tokenize-bound"
+        say(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s ({new_tokens / max(seconds, 1e-9):,.0f} tok/s); "
+            f"waited {shards.waited:.1f}s for downloads ({human_bytes(shards.downloaded_bytes)}): {bound}")
     return stats, [record for packer in packers for record in packer.shard_records()]
 
 

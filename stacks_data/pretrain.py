@@ -4,7 +4,7 @@ Train the BPE tokenizer on a pretraining corpus and pre-tokenize it into .bin sh
 Steps, each resumable:
   1. download the tokenizer-training shards; train the tokenizer (reused when already trained the same way)
   2. check it (round trip) and write token_bytes.pt
-  3. compare it with GPT-2 / GPT-4: tokenizer_comparison.md
+  3. report on it, next to GPT-2 / GPT-4: tokenizer_comparison.md and tokenizer_report.png
   4. download every shard and tokenize it into val_*.bin / train_*.bin (val = the last shard)
   5. write config.json and manifest.json (last: a folder without them is visibly incomplete)
   6. upload, with --hf-user
@@ -20,23 +20,22 @@ import shutil
 import sys
 import time
 
-from stacks_data import compare, flags, hub
+from stacks_data import flags, hub, tokenizer_report
 from stacks_data.corpus import PRESETS, Shards, default_parquet_dir, get_corpus, shard_names
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.errors import FlagError, OutputError
 from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, record_of, torch_save, write_bytes,
-                               write_json, write_text)
+                               write_json)
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
 from stacks_data.outputs import DatasetLock
 from stacks_data.parquet import file_identity, iter_texts
-from stacks_data.progress import bar
+from stacks_data.progress import bar, say
 from stacks_data.pretokenize import SHARD_FILE, STATE_FILE, Progress, pretokenize, reconcile
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
 
 STEP = "pretrain"
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
-COMPARISON_FILE = "tokenizer_comparison.md"
 MAX_DOC_CAP = 100_000
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 
@@ -146,13 +145,19 @@ def run(args: argparse.Namespace) -> None:
                 progress = Progress(progress.path, key)
             progress.state["fingerprint"] = tok.fingerprint()
             args.encoder = checked_encoder_name(tok.spec, args.encoder)
-            # real documents for the checks: the first 100 of a training shard and of the held-out shard
+            # real documents for the checks and the report: the first 100 of a training shard and of the
+            # held-out shard
             samples = {name: next(iter_texts(path, args.text_column))[1][:100] for name, path in
-                       (("train", tok_paths[0]), ("held-out", tok_paths[-1]))}
+                       (("training shard", tok_paths[0]), ("held-out shard", tok_paths[-1]))}
             check_round_trip(tok, [text for docs in samples.values() for text in docs])
-            tok_records.append(torch_save(token_bytes_tensor(tok), os.path.join(tok_dir, "token_bytes.pt")))
-            report = compare_with_baselines(tok, samples, args.baselines_dir)
-            tok_records.append(write_text(os.path.join(out, COMPARISON_FILE), report))
+            tok.use_encoder(args.encoder)
+            tok_records += write_token_bytes(tok, tok_dir)
+            report_records, report = tokenizer_report.write_report(
+                tok, _read_json(os.path.join(tok_dir, TRAINING_FILE)),
+                {name: "\n".join(docs) for name, docs in samples.items()},
+                held_out_estimate(tok, tok_paths[-1], args.text_column, len(names)), args.baselines_dir, out)
+            tok_records += report_records
+            say(report)
 
             paths = shards.fetch_all(names)
             stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, flags.executor(args),
@@ -308,30 +313,33 @@ def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
     return tok, records
 
 
-# ---------------------------------------------------------------------------- 2. checks, 3. compare
+# ---------------------------------------------------------------------------- 2. checks, 3. report
 
 
 def check_round_trip(tok: RustBPETokenizer, documents: list[str]) -> None:
     """decode(encode(x)) == x on the sample texts and on real documents."""
-    for text in list(compare.SAMPLE_TEXTS.values()) + documents:
+    for text in list(tokenizer_report.domain_texts().values()) + documents:
         if tok.decode(tok.encode(text)) != text:
             raise RuntimeError(f"tokenizer round trip failed on: {text[:80]!r}")
 
 
-def token_bytes_tensor(tok: RustBPETokenizer):
+def write_token_bytes(tok: RustBPETokenizer, tok_dir: str) -> list[FileRecord]:
+    """token_bytes.pt as the consumers count (UTF-8 length of each token's decoded string, as nanochat's
+    bits-per-byte does), and token_bytes_exact.pt (the raw bytes each token stands for)."""
     import torch
 
-    return torch.tensor(tok.token_byte_lengths(), dtype=torch.int32)
+    return [torch_save(torch.tensor(tok.token_byte_lengths(exact=exact), dtype=torch.int32),
+                       os.path.join(tok_dir, name))
+            for name, exact in (("token_bytes.pt", False), ("token_bytes_exact.pt", True))]
 
 
-def compare_with_baselines(tok: RustBPETokenizer, samples: dict[str, list[str]], baselines_dir: str | None) -> str:
-    """The comparison on the sample texts and on each list of real documents, joined."""
-    texts = {**compare.SAMPLE_TEXTS, **{name: "\n".join(docs) for name, docs in samples.items()}}
-    baselines, notes = compare.load_baselines(baselines_dir)
-    rows = compare.compression_table(tok.enc, texts, baselines)
-    report = compare.to_markdown(rows, list(baselines), notes)
-    print(report)
-    return report
+def held_out_estimate(tok: RustBPETokenizer, path: str, column: str, num_shards: int) -> tuple[int, int, int]:
+    """(documents, tokens with <|bos|>) of the held-out shard, and the number of shards of the run."""
+    docs = tokens = 0
+    for first_row, texts in iter_texts(path, column):
+        ids, _ = tok.encoder.encode_batch(texts, first_row)
+        docs, tokens = docs + len(texts), tokens + len(ids) + len(texts)
+    return docs, tokens, num_shards
 
 
 # ------------------------------------------------------------------------------------ 5. config

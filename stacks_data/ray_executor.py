@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from typing import Callable, Iterable, Iterator
 
 from stacks_data import parallel
@@ -68,7 +69,7 @@ def _check_reachable(address: str) -> None:
 
 
 def ray_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None,
-            describe: Callable, address: str | None) -> Iterator:
+            describe: Callable, on_done: Callable | None, address: str | None) -> Iterator:
     """parallel.ordered_map, as Ray tasks."""
     ray = _ray()
     num_workers = connect(address, num_workers)
@@ -76,16 +77,53 @@ def ray_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callab
     setup_key = hashlib.sha256(pickle.dumps(setup)).hexdigest()
     fn_ref, setup_ref = ray.put(fn), ray.put(setup)  # shipped once, not with every task
     pending = collections.deque()
+    watcher = _DoneWatcher(on_done) if on_done else None
     try:
         for item in items:
-            pending.append((task.remote(fn_ref, item, setup_key, setup_ref), item))
-            if len(pending) >= 2 * num_workers:
+            ref = task.remote(fn_ref, item, setup_key, setup_ref)
+            pending.append((ref, item))
+            if watcher:
+                watcher.add(ref, item)
+            if len(pending) >= parallel.IN_FLIGHT * num_workers:
                 yield _result(*pending.popleft(), describe)
         while pending:
             yield _result(*pending.popleft(), describe)
     finally:
+        if watcher:
+            watcher.stop()
         for ref, _ in pending:  # failed, interrupted or abandoned: items nobody will read are dropped
             ray.cancel(ref)
+
+
+class _DoneWatcher:
+    """Calls on_done(item) as tasks finish, in whatever order (a thread waiting on Ray)."""
+
+    def __init__(self, on_done: Callable):
+        self.on_done, self.refs, self.lock = on_done, {}, threading.Lock()
+        self.stopped = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def add(self, ref, item) -> None:
+        with self.lock:
+            self.refs[ref] = item
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def _run(self) -> None:
+        import ray
+
+        while not self.stopped.is_set():
+            with self.lock:
+                refs = list(self.refs)
+            if not refs:
+                self.stopped.wait(0.05)
+                continue
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0.1, fetch_local=False)
+            for ref in ready:
+                with self.lock:
+                    item = self.refs.pop(ref)
+                self.on_done(item)
 
 
 _setup_key = None  # in a Ray worker process: whose setup parallel's worker state holds

@@ -161,17 +161,17 @@ class RustBPETokenizer:
 
     # ---------------------------------------------------------------- facts about the vocab
 
-    def token_byte_lengths(self) -> list[int]:
-        """Per token id, how many raw bytes it stands for (0 for special tokens).
+    def token_byte_lengths(self, exact: bool = True) -> list[int]:
+        """Per token id, how many bytes it stands for (0 for special tokens), for bits-per-byte.
 
-        Works from the token's bytes, not its decoded string, so tokens that are partial UTF-8
-        sequences count exactly. Used for bits-per-byte evaluation.
+        exact: the raw bytes of the token. Otherwise the UTF-8 length of its decoded string, the way
+        nanochat and the seed's training code count (a partial UTF-8 sequence decodes to U+FFFD, 3
+        bytes), so that bits-per-byte compares with numbers computed their way.
         """
         special_ids = set(self.special_ids.values())
-        return [
-            0 if i in special_ids else len(self.enc.decode_single_token_bytes(i))
-            for i in range(self.enc.n_vocab)
-        ]
+        return [0 if i in special_ids else
+                len(self.enc.decode_single_token_bytes(i)) if exact else len(self.enc.decode([i]).encode("utf-8"))
+                for i in range(self.enc.n_vocab)]
 
     def fingerprint(self) -> str:
         """sha256 of what defines the encoding: pattern, ranks and special tokens."""

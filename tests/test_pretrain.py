@@ -72,7 +72,7 @@ def test_end_to_end(corpus, tmp_path):
     assert config["tokenizer_fingerprint"] == tok.fingerprint()
 
     token_bytes = torch.load(out / "tokenizer" / "token_bytes.pt")
-    assert token_bytes.dtype == torch.int32 and token_bytes.tolist() == tok.token_byte_lengths()
+    assert token_bytes.dtype == torch.int32 and token_bytes.tolist() == tok.token_byte_lengths(exact=False)
     assert "bytes/token" in (out / "tokenizer_comparison.md").read_text()
     assert not [f for f in os.listdir(out) if f.endswith((".tmp", ".part"))]
 
