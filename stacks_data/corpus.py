@@ -145,17 +145,19 @@ class Shards:
 class ShardStream:
     """The run's shards in the order the tokenizer reads them, downloaded while it reads.
 
-    Up to `ahead` downloads run at once, on the next shards of `order` after the one being read, so
-    tokenization starts as soon as the first shard is there and the two halves overlap. With
-    `max_cached`, at most that many of the run's shards are on disk at once: a shard is deleted when
-    released (all its row groups read by the workers) and a download waits for room. A download that
-    fails is raised by get() of that shard, in order: what was finished before it stays resumable.
+    Up to `ahead` downloads run at once, on the next shards of `order` (local paths) after the one
+    being read, so tokenization starts as soon as the first shard is there and the two halves
+    overlap. With `max_cached`, at most that many of the run's shards are on disk at once: a shard is
+    deleted when released (all its row groups read by the workers), one the run no longer needs at
+    the start, and a download waits for room. A download that fails is raised by get() of that
+    shard, in order: what was finished before it stays resumable.
     """
 
     def __init__(self, shards: Shards, order: list[str], ahead: int, max_cached: int | None):
         self.shards, self.order, self.max_cached = shards, order, max_cached
+        self.names = dict(zip(shards.paths(), shards.names))  # local path -> name in the repo
         self.ahead = min(ahead, max_cached) if max_cached else ahead
-        self.state = {name: "ready" if os.path.exists(shards.path(name)) else "absent" for name in order}
+        self.state = {path: "ready" if os.path.exists(path) else "absent" for path in order}
         self.errors: dict[str, BaseException] = {}
         self.reading = 0  # index in order of the shard the reader asked for last
         self.waited = 0.0  # seconds the reader waited for downloads
@@ -170,62 +172,66 @@ class ShardStream:
             thread.start()
 
     def _make_room_at_start(self) -> None:
-        """Shards of the run on disk beyond the cap: those needed last go (they come back when needed)."""
-        on_disk = [n for n in self.order if self.state[n] == "ready"]
-        for name in on_disk[self.max_cached:]:
-            os.remove(self.shards.path(name))
-            self.state[name] = "absent"
+        """Shards of the run on disk that it no longer needs go, and beyond the cap those needed last
+        (they come back when needed)."""
+        for path in self.names:
+            if path not in self.state and os.path.exists(path):
+                os.remove(path)
+        on_disk = [path for path in self.order if self.state[path] == "ready"]
+        for path in on_disk[self.max_cached:]:
+            os.remove(path)
+            self.state[path] = "absent"
 
     def _cached(self) -> int:
         return sum(1 for s in self.state.values() if s in ("ready", "downloading"))
 
     def _next_download(self) -> str | None:
         for index in range(self.reading, min(len(self.order), self.reading + self.ahead + 1)):
-            name = self.order[index]
-            if self.state[name] == "absent" and (not self.max_cached or self._cached() < self.max_cached):
-                return name
+            path = self.order[index]
+            if self.state[path] == "absent" and (not self.max_cached or self._cached() < self.max_cached):
+                return path
         return None
 
     def _download_loop(self) -> None:
         while True:
             with self.cond:
-                while not self.closed and (name := self._next_download()) is None:
+                while not self.closed and (path := self._next_download()) is None:
                     self.cond.wait()
                 if self.closed:
                     return
-                self.state[name] = "downloading"
+                self.state[path] = "downloading"
             try:
-                path = self.shards.fetch(name)
+                self.shards.fetch(self.names[path])
                 size, outcome = os.path.getsize(path), "ready"
             except BaseException as e:  # reported to the reader, in order
                 size, outcome = 0, "failed"
-                self.errors[name] = e
+                self.errors[path] = e
             with self.cond:
-                self.state[name] = outcome
+                self.state[path] = outcome
                 self.downloaded_bytes += size
                 self.cond.notify_all()
 
-    def get(self, name: str) -> str:
-        """The local path of `name`, once downloaded (the reader waits for it here)."""
+    def get(self, path: str) -> str:
+        """`path`, once downloaded (the reader waits for it here)."""
         t0 = time.perf_counter()
         with self.cond:
-            self.reading = self.order.index(name)
+            self.reading = self.order.index(path)
             self.cond.notify_all()
-            while self.state[name] in ("absent", "downloading"):
+            while self.state[path] in ("absent", "downloading"):
                 self.cond.wait()
             self.waited += time.perf_counter() - t0
-            if self.state[name] == "failed":
-                raise self.errors[name]
-        return self.shards.path(name)
+            if self.state[path] == "failed":
+                raise self.errors[path]
+        return path
 
-    def release(self, name: str) -> None:
-        """The workers are done with `name`: with a cap, it is deleted and makes room."""
+    def release(self, path: str) -> None:
+        """The workers are done with `path`: with a cap, it is deleted and makes room."""
         if not self.max_cached:
             return
         with self.cond:
-            if self.state[name] == "ready":
-                os.remove(self.shards.path(name))
-                self.state[name] = "released"
+            if self.state[path] == "ready":
+                os.remove(path)
+                self.state[path] = "released"
                 self.cond.notify_all()
 
     def close(self) -> None:

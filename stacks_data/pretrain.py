@@ -21,7 +21,7 @@ import sys
 import time
 
 from stacks_data import flags, hub, tokenizer_report
-from stacks_data.corpus import PRESETS, Shards, default_parquet_dir, get_corpus, shard_names
+from stacks_data.corpus import PRESETS, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.errors import FlagError, OutputError
 from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, record_of, torch_save, write_bytes,
@@ -37,6 +37,7 @@ from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZ
 STEP = "pretrain"
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 MAX_DOC_CAP = 100_000
+DOWNLOAD_AHEAD = 4  # shards downloaded at once, ahead of the one being tokenized
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 
 
@@ -68,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines-dir", default=None, metavar="DIR",
                         help="offline tokenizer comparison: DIR/gpt2.tiktoken and DIR/cl100k_base.tiktoken "
                              "(tiktoken rank files; default: tiktoken downloads them)")
+    parser.add_argument("--max-cached-shards", type=int, default=None, metavar="N",
+                        help="keep at most N of the run's parquet shards on disk, deleting each once tokenized "
+                             "(default: keep them all, in --parquet-dir)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a tokenizer and shards made with other flags (default: refuse)")
     flags.add_workers_flag(parser)
@@ -97,6 +101,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError(f"--files selects the files of hf: corpora, not of {corpus.name}", "--files",
                         "drop it, or pass --corpus hf:OWNER/NAME")
     args.files = args.files or "*.parquet"
+    if args.max_cached_shards is not None:  # the tokenizer trains on its shards all at once
+        flags.check_at_least(args, "--max-cached-shards", max(2, args.tok_train_shards))
     if args.parquet_dir is not None:
         flags.check_input_dir(args.parquet_dir, "--parquet-dir")
     if args.baselines_dir is not None:
@@ -159,9 +165,11 @@ def run(args: argparse.Namespace) -> None:
             tok_records += report_records
             say(report)
 
-            paths = shards.fetch_all(names)
-            stats, shard_records = pretokenize(tok_dir, paths, bin_dir, args.shard_size, flags.executor(args),
-                                               args.keep_partial, args.text_column, args.encoder, progress)
+            # downloads run ahead of the tokenizer, which starts as soon as its first shard is there
+            stats, shard_records = pretokenize(
+                tok_dir, shards.paths(), bin_dir, args.shard_size, flags.executor(args), args.keep_partial,
+                args.text_column, args.encoder, progress,
+                open_shards=lambda order: ShardStream(shards, order, DOWNLOAD_AHEAD, args.max_cached_shards))
             stats["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0)
             config = make_config(tok, args, corpus, shards, bin_subdir, training, stats, tok_dir)
             # manifest.json, then config.json: the file consumers read comes last, so a folder with a

@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import urllib.parse
 
 import pytest
@@ -28,7 +29,7 @@ class FileServer(http.server.ThreadingHTTPServer):
     `faults[url_path]` is a list of faults served, one per request, before the real answer:
     "500", "drop" (connection closed without an answer) or "truncate" (half the announced body).
     `requests` records every path asked for, `authorizations` the Authorization header of each request,
-    `redirects[url_path]` answers 302 to another URL.
+    `redirects[url_path]` answers 302 to another URL, `delay` seconds pass before each file is sent.
     """
 
     daemon_threads = True
@@ -40,6 +41,7 @@ class FileServer(http.server.ThreadingHTTPServer):
         self.requests: list[str] = []
         self.authorizations: list[str | None] = []
         self.redirects: dict[str, str] = {}
+        self.delay = 0.0
 
     @property
     def url(self):
@@ -76,6 +78,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.send_error(404)
         with open(local, "rb") as f:
             body = f.read()
+        time.sleep(self.server.delay)
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -1,0 +1,119 @@
+"""Step 1 downloads and tokenizes at the same time; with --max-cached-shards the parquet folder stays
+bounded; a failed download stops the run resumable; same bytes in every case."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from fixtures import write_corpus
+from stacks_data.cli import run_step
+from stacks_data.errors import NetworkError
+from test_lifecycle import run_killed, tree
+
+NUM_FILES = 8
+
+
+@pytest.fixture
+def served(tmp_path, file_server):
+    """The corpus on a loopback server (each file takes a moment to come), and a reference run."""
+    write_corpus(tmp_path / "parquet", num_files=NUM_FILES, docs_per_file=200, row_group_size=20)
+    for name in os.listdir(tmp_path / "parquet"):
+        os.link(tmp_path / "parquet" / name, os.path.join(file_server.root, name))
+    (tmp_path / "baselines").mkdir()
+    run_step("pretrain", argv(tmp_path, "ref", str(tmp_path / "parquet")))
+    file_server.delay = 0.15
+    return tmp_path, tree(tmp_path / "ref" / "ds")
+
+
+def argv(root, out, parquet_dir, *extra):
+    return ["--parquet-dir", parquet_dir, "--out-dir", str(root / out), "--dataset-name", "ds",
+            "--num-shards", str(NUM_FILES), "--tok-train-shards", "2", "--vocab-size", "320", "--shard-size", "2000",
+            "--num-workers", "2", "--skip-upload", "--baselines-dir", str(root / "baselines"), *extra]
+
+
+class Watcher:
+    """Samples the parquet folder and the output folder while a run goes on."""
+
+    def __init__(self, parquet_dir, out_dir):
+        self.parquet_dir, self.out_dir, self.samples, self.stop = parquet_dir, out_dir, [], threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            parquet = [n for n in os.listdir(self.parquet_dir) if n.endswith(".parquet")]
+            bins = [n for n in os.listdir(self.out_dir) if n.endswith(".bin")] if os.path.isdir(self.out_dir) else []
+            self.samples.append((parquet, bins))
+            time.sleep(0.005)
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self.samples
+
+
+def test_tokenizes_while_downloading(served, file_server):
+    root, reference = served
+    os.makedirs(root / "cache")
+    watcher = Watcher(root / "cache", root / "out" / "ds")
+    run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url))
+    samples = watcher.finish()
+    assert tree(root / "out" / "ds") == {**reference, "config.json": tree(root / "out" / "ds")["config.json"],
+                                         "manifest.json": tree(root / "out" / "ds")["manifest.json"]}
+    assert {k: v for k, v in tree(root / "out" / "ds").items() if k.endswith(".bin")} == \
+           {k: v for k, v in reference.items() if k.endswith(".bin")}
+    # shards were written while parquet files were still missing: the two halves overlapped
+    assert any(bins and len(parquet) < NUM_FILES for parquet, bins in samples)
+
+
+def test_max_cached_shards_bounds_the_folder(served, file_server):
+    root, reference = served
+    os.makedirs(root / "cache")
+    watcher = Watcher(root / "cache", root / "out" / "ds")
+    run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url,
+                              "--max-cached-shards", "3"))
+    samples = watcher.finish()
+    assert len(samples) > 50 and max(len(parquet) for parquet, _ in samples) <= 3
+    assert {k: v for k, v in tree(root / "out" / "ds").items() if k.endswith(".bin")} == \
+           {k: v for k, v in reference.items() if k.endswith(".bin")}
+    assert len(os.listdir(root / "cache")) <= 3
+
+
+def test_max_cached_shards_killed_then_rerun_same_bytes(served, file_server):
+    root, reference = served
+    os.makedirs(root / "cache")
+    command = ["pretrain", *argv(root, "out", str(root / "cache"), "--base-url", file_server.url,
+                                 "--max-cached-shards", "3")]
+    result = run_killed(command, 25, root)  # killed in the middle of tokenization (its 25th file write)
+    assert result.returncode == -signal.SIGKILL
+    file_server.requests.clear()
+    run_step("pretrain", command[1:])
+    assert {k: v for k, v in tree(root / "out" / "ds").items() if k.endswith(".bin")} == \
+           {k: v for k, v in reference.items() if k.endswith(".bin")}
+    # the rerun fetched what it still needed only: not the shards finished before the kill
+    assert len([r for r in file_server.requests if r.endswith(".parquet")]) < NUM_FILES
+
+
+def test_a_failed_download_stops_the_run_resumable(served, file_server):
+    root, reference = served
+    os.makedirs(root / "cache")
+    os.rename(os.path.join(file_server.root, "shard_00005.parquet"), os.path.join(file_server.root, "later"))
+    with pytest.raises(NetworkError, match=r"HTTP 404.*shard_00005.parquet\): download the shards elsewhere"):
+        run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url))
+    folder = root / "out" / "ds"
+    assert not (folder / "config.json").exists() and [n for n in os.listdir(folder) if n.startswith("train_")]
+    os.rename(os.path.join(file_server.root, "later"), os.path.join(file_server.root, "shard_00005.parquet"))
+    file_server.requests.clear()
+    run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url))
+    assert {k: v for k, v in tree(folder).items() if k.endswith(".bin")} == \
+           {k: v for k, v in reference.items() if k.endswith(".bin")}
+    assert [r for r in file_server.requests if r.endswith(".parquet")] == ["/shard_00005.parquet"]
+
+
+def test_max_cached_shards_must_hold_the_tokenizer_shards(tmp_path):
+    with pytest.raises(Exception, match=r"must be at least 4, got 3 \(--max-cached-shards\)"):
+        run_step("pretrain", ["--parquet-dir", str(tmp_path), "--tok-train-shards", "4", "--max-cached-shards", "3",
+                              "--skip-upload", "--out-dir", str(tmp_path / "out")])
