@@ -143,21 +143,25 @@ class Shards:
 
 
 class ShardStream:
-    """The run's shards in the order the tokenizer reads them, downloaded while it reads.
+    """The run's shards in the order the tokenizer reads them, downloaded while everything else runs.
 
-    Up to `ahead` downloads run at once, on the next shards of `order` (local paths) after the one
-    being read, so tokenization starts as soon as the first shard is there and the two halves
-    overlap. With `max_cached`, at most that many of the run's shards are on disk at once: a shard is
-    deleted when released (all its row groups read by the workers), one the run no longer needs at
-    the start, and a download waits for room. A download that fails is raised by get() of that
-    shard, in order: what was finished before it stays resumable.
+    Up to `parallel` downloads run at once, on the shards of `order` (local paths) within `lookahead`
+    of the one being read, so tokenization starts as soon as its first shard is there and the two
+    halves overlap. With `max_cached`, at most that many of the run's shards are on disk at once: a shard is
+    deleted when released (its row groups all read by the workers), or, to make room for one needed
+    sooner, when it is the one needed last (it comes back when needed); `pinned` shards (the
+    tokenizer's, while the caller reads them) stay until unpin(). A download that fails is raised by
+    get() of that shard, in order: what was finished before it stays resumable.
     """
 
-    def __init__(self, shards: Shards, order: list[str], ahead: int, max_cached: int | None):
+    def __init__(self, shards: Shards, order: list[str], max_cached: int | None, pinned: list[str] = (),
+                 parallel: int = 4, lookahead: int = 16):
         self.shards, self.order, self.max_cached = shards, order, max_cached
         self.names = dict(zip(shards.paths(), shards.names))  # local path -> name in the repo
-        self.ahead = min(ahead, max_cached) if max_cached else ahead
+        self.index = {path: i for i, path in enumerate(order)}
+        self.lookahead = min(lookahead, max_cached) if max_cached else lookahead
         self.state = {path: "ready" if os.path.exists(path) else "absent" for path in order}
+        self.pinned = set(pinned)
         self.errors: dict[str, BaseException] = {}
         self.reading = 0  # index in order of the shard the reader asked for last
         self.waited = 0.0  # seconds the reader waited for downloads
@@ -165,31 +169,42 @@ class ShardStream:
         self.closed = False
         self.cond = threading.Condition()
         if max_cached:
-            self._make_room_at_start()
+            self._remove_unneeded()
         # daemon threads: an interrupted run does not wait for a download to finish (a .part is left)
-        self.threads = [threading.Thread(target=self._download_loop, daemon=True) for _ in range(self.ahead)]
-        for thread in self.threads:
-            thread.start()
+        for _ in range(min(parallel, self.lookahead)):
+            threading.Thread(target=self._download_loop, daemon=True).start()
 
-    def _make_room_at_start(self) -> None:
-        """Shards of the run on disk that it no longer needs go, and beyond the cap those needed last
-        (they come back when needed)."""
+    def _remove_unneeded(self) -> None:
+        """With a cap, the run's shards on disk that it no longer reads (nor pins) go."""
         for path in self.names:
-            if path not in self.state and os.path.exists(path):
+            if path not in self.state and path not in self.pinned and os.path.exists(path):
                 os.remove(path)
-        on_disk = [path for path in self.order if self.state[path] == "ready"]
-        for path in on_disk[self.max_cached:]:
-            os.remove(path)
-            self.state[path] = "absent"
 
-    def _cached(self) -> int:
-        return sum(1 for s in self.state.values() if s in ("ready", "downloading"))
+    def unpin(self) -> None:
+        with self.cond:
+            self.pinned.clear()
+            if self.max_cached:
+                self._remove_unneeded()
+            self.cond.notify_all()
+
+    def _on_disk(self) -> int:
+        held = {p for p, s in self.state.items() if s in ("ready", "downloading")}
+        return len(held | {p for p in self.pinned if os.path.exists(p)})
 
     def _next_download(self) -> str | None:
-        for index in range(self.reading, min(len(self.order), self.reading + self.ahead + 1)):
+        for index in range(self.reading, min(len(self.order), self.reading + self.lookahead + 1)):
             path = self.order[index]
-            if self.state[path] == "absent" and (not self.max_cached or self._cached() < self.max_cached):
+            if self.state[path] != "absent":
+                continue
+            if not self.max_cached or self._on_disk() < self.max_cached:
                 return path
+            # full: make room by evicting the shard needed last, if it is needed after this one
+            later = [p for p in self.order[index + 1:] if self.state[p] == "ready" and p not in self.pinned]
+            if later:
+                os.remove(later[-1])
+                self.state[later[-1]] = "absent"
+                return path
+            return None
         return None
 
     def _download_loop(self) -> None:
@@ -215,7 +230,7 @@ class ShardStream:
         """`path`, once downloaded (the reader waits for it here)."""
         t0 = time.perf_counter()
         with self.cond:
-            self.reading = self.order.index(path)
+            self.reading = self.index[path]
             self.cond.notify_all()
             while self.state[path] in ("absent", "downloading"):
                 self.cond.wait()
@@ -229,7 +244,7 @@ class ShardStream:
         if not self.max_cached:
             return
         with self.cond:
-            if self.state[path] == "ready":
+            if self.state[path] == "ready" and path not in self.pinned:
                 os.remove(path)
                 self.state[path] = "released"
                 self.cond.notify_all()

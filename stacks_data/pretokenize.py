@@ -124,6 +124,20 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
                 os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard
 
 
+def _resume_point(done: dict) -> dict:
+    """Where a split resumes: the row group in which its last finished shard ended."""
+    shards = done["shards"]
+    return shards[-1] if shards else {"file": 0, "group": 0, "offset": 0, "docs": 0, "chars": 0}
+
+
+def reading_order(progress: Progress, paths: list[str], bin_dir: str) -> list[str]:
+    """The input files the run still reads, in the order it reads them (val's, then train's, each from
+    the file it resumes in), once the progress file is made true of the folder (reconcile)."""
+    reconcile(progress, paths, bin_dir)
+    return [path for split, files in split_files(paths).items() if "result" not in progress.split(split)
+            for path in files[_resume_point(progress.split(split))["file"]:]]
+
+
 def _keep(progress: Progress, split: str, n: int) -> None:
     """Keep the first n shards of a split as finished work, forget the rest."""
     done = progress.split(split)
@@ -142,8 +156,7 @@ class SplitPacker:
         self.keep_partial, self.progress = keep_partial, progress
         self.done = progress.split(split)
         shards = self.done["shards"]
-        last = shards[-1] if shards else {"file": 0, "group": 0, "offset": 0, "docs": 0, "chars": 0}
-        # the stream resumes at the row group in which the last finished shard ended
+        last = _resume_point(self.done)
         self.start = (last["file"], last["group"])
         self.skip = last["offset"]
         self.docs, self.chars = last["docs"], last["chars"]
@@ -155,10 +168,6 @@ class SplitPacker:
     @property
     def complete(self) -> bool:
         return "result" in self.done
-
-    def files_to_read(self) -> list[str]:
-        """The input files this split still reads, in order (from the one it resumes in)."""
-        return [] if self.complete else self.files[self.start[0]:]
 
     def tasks(self, column: str, shards, left: dict):
         """The remaining work items (path, row group, first row, column), in stream order, with where
@@ -245,20 +254,20 @@ class LocalShards:
 
 
 def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
-                keep_partial: bool, column: str, encoder: str, progress: Progress,
-                open_shards=LocalShards) -> tuple[dict, list]:
+                keep_partial: bool, column: str, encoder: str, progress: Progress, shards=None) -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
-    open_shards(paths in reading order) gives what serves the files as the workers need them (a
-    corpus.ShardStream downloads them meanwhile). Returns per split its stats (shards, tokens,
+    shards serves the files of reading_order() as the workers need them (a corpus.ShardStream downloads
+    them meanwhile); by default they are all on disk. Returns per split its stats (shards, tokens,
     dropped_tokens, documents, chars, bytes), and the (path, size, sha256) of every shard.
     """
     os.makedirs(bin_dir, exist_ok=True)
-    reconcile(progress, paths, bin_dir)
+    order = reading_order(progress, paths, bin_dir)
+    shards = shards or LocalShards(order)
+    if shards.order != order:
+        raise RuntimeError("the shard stream reads other files than the progress file says")
     packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress)
                for split, files in split_files(paths).items()]
-    order = [path for packer in packers for path in packer.files_to_read()]
-    shards = open_shards(order)
     left, lock = {}, threading.Lock()  # path -> its row groups the workers have not done yet
 
     def done(task):  # from an executor's thread: a worker has read (and tokenized) this row group

@@ -19,9 +19,10 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 
 from stacks_data import flags, hub, tokenizer_report
-from stacks_data.corpus import PRESETS, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
+from stacks_data.corpus import PRESETS, Corpus, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.errors import FlagError, OutputError
 from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, record_of, torch_save, write_bytes,
@@ -30,14 +31,13 @@ from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, wri
 from stacks_data.outputs import DatasetLock
 from stacks_data.parquet import file_identity, iter_texts
 from stacks_data.progress import bar, say
-from stacks_data.pretokenize import SHARD_FILE, STATE_FILE, Progress, pretokenize, reconcile
+from stacks_data.pretokenize import SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
 
 STEP = "pretrain"
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 MAX_DOC_CAP = 100_000
-DOWNLOAD_AHEAD = 4  # shards downloaded at once, ahead of the one being tokenized
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 
 
@@ -117,72 +117,107 @@ def check_args(args: argparse.Namespace) -> None:
                                     f"{args.num_shards} shards of tokens")
 
 
+@dataclass
+class Plan:
+    """What this run works on, found before anything in the dataset folder changes."""
+    corpus: Corpus
+    out: str
+    shards: Shards
+    bin_subdir: str
+    bin_dir: str
+    tok_dir: str
+    tok_paths: list[str]  # the tokenizer's shards: it trains on all but the last (held out)
+    training: dict
+    progress: Progress
+
+
 def run(args: argparse.Namespace) -> None:
     started = time.time()
-    corpus = get_corpus(args.corpus)
     out = flags.dataset_dir(args)
     with DatasetLock(out, STEP):
-        parquet_dir = args.parquet_dir or default_parquet_dir(corpus)
-        names = shard_names(corpus, args.num_shards, args.files, parquet_dir, local_only=args.parquet_dir is not None)
-        if args.tok_train_shards > len(names):
-            raise FlagError(f"must be at most the {len(names)} shards of the run", "--tok-train-shards",
-                            f"pass at most {len(names)}")
-        shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column)
-        bin_subdir = corpus.bin_subdir if args.bin_subdir is None else args.bin_subdir
-        bin_dir = os.path.join(out, bin_subdir) if bin_subdir else out
-        tok_dir = flags.tokenizer_dir(args)
-
-        shards.check_local()
-        tok_paths = shards.fetch_all(names[:args.tok_train_shards])
-        training = training_settings(args, tok_paths[:-1])
-        key = {"corpus": corpus.name, "files": names, "text_column": args.text_column, "shard_size": args.shard_size,
-               "keep_partial": args.keep_partial, "bin_subdir": bin_subdir, "tokenizer": training}
-        progress = Progress(os.path.join(out, STATE_FILE), key)
-        if claim_folder(out, tok_dir, bin_dir, training, progress, args.overwrite, shards):
+        plan = make_plan(args, out)
+        if claim_folder(plan, args.overwrite):
             print(f"{out} is complete (same flags and inputs): nothing to do")
         else:
-            for name in (MANIFEST_FILE, CONFIG_FILE):  # from here on the folder is visibly incomplete
-                if os.path.exists(os.path.join(out, name)):
-                    os.remove(os.path.join(out, name))
-            tok, tok_records = train_or_load_tokenizer(tok_dir, tok_paths[:-1], training, args)
-            if progress.state.get("fingerprint", tok.fingerprint()) != tok.fingerprint():
-                print("the tokenizer differs from the one the shards were made with: redoing every shard")
-                remove_shards(bin_dir, progress.path)
-                progress = Progress(progress.path, key)
-            progress.state["fingerprint"] = tok.fingerprint()
-            args.encoder = checked_encoder_name(tok.spec, args.encoder)
-            # real documents for the checks and the report: the first 100 of a training shard and of the
-            # held-out shard
-            samples = {name: next(iter_texts(path, args.text_column))[1][:100] for name, path in
-                       (("training shard", tok_paths[0]), ("held-out shard", tok_paths[-1]))}
-            check_round_trip(tok, [text for docs in samples.values() for text in docs])
-            tok.use_encoder(args.encoder)
-            tok_records += write_token_bytes(tok, tok_dir)
-            report_records, report = tokenizer_report.write_report(
-                tok, _read_json(os.path.join(tok_dir, TRAINING_FILE)),
-                {name: "\n".join(docs) for name, docs in samples.items()},
-                held_out_estimate(tok, tok_paths[-1], args.text_column, len(names)), args.baselines_dir, out)
-            tok_records += report_records
-            say(report)
-
-            # downloads run ahead of the tokenizer, which starts as soon as its first shard is there
-            stats, shard_records = pretokenize(
-                tok_dir, shards.paths(), bin_dir, args.shard_size, flags.executor(args), args.keep_partial,
-                args.text_column, args.encoder, progress,
-                open_shards=lambda order: ShardStream(shards, order, DOWNLOAD_AHEAD, args.max_cached_shards))
-            stats["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0)
-            config = make_config(tok, args, corpus, shards, bin_subdir, training, stats, tok_dir)
-            # manifest.json, then config.json: the file consumers read comes last, so a folder with a
-            # config.json is complete (and its manifest, which lists it, is there)
-            config_path, config_bytes = os.path.join(out, CONFIG_FILE), json_bytes(config)
-            records = tok_records + [FileRecord(*r) for r in shard_records] + [record_of(config_path, config_bytes)]
-            write_manifest(out, out, STEP, records)
-            write_bytes(config_path, [config_bytes])
-            splits = ", ".join(f"{s}: {stats[s]['shards']} shards, {stats[s]['tokens']:,} tokens ({human_bytes(stats[s]['bytes'])})"
-                               for s in ("val", "train"))
-            print(f"done in {time.time() - started:.0f}s: {out} ({splits})")
+            build(plan, args)
+            print(f"done in {time.time() - started:.0f}s: {out}")
         if not args.skip_upload:
             hub.upload_dataset(out, flags.hub_repo_id(args), [os.path.join(out, MANIFEST_FILE)])
+
+
+def make_plan(args: argparse.Namespace, out: str) -> Plan:
+    """The run's shards and settings; the tokenizer's shards downloaded (and every local one checked)."""
+    corpus = get_corpus(args.corpus)
+    parquet_dir = args.parquet_dir or default_parquet_dir(corpus)
+    names = shard_names(corpus, args.num_shards, args.files, parquet_dir, local_only=args.parquet_dir is not None)
+    if args.tok_train_shards > len(names):
+        raise FlagError(f"must be at most the {len(names)} shards of the run", "--tok-train-shards",
+                        f"pass at most {len(names)}")
+    shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column)
+    bin_subdir = corpus.bin_subdir if args.bin_subdir is None else args.bin_subdir
+    shards.check_local()
+    tok_paths = shards.fetch_all(names[:args.tok_train_shards])
+    training = training_settings(args, tok_paths[:-1])
+    key = {"corpus": corpus.name, "files": names, "text_column": args.text_column, "shard_size": args.shard_size,
+           "keep_partial": args.keep_partial, "bin_subdir": bin_subdir, "tokenizer": training}
+    return Plan(corpus, out, shards, bin_subdir, os.path.join(out, bin_subdir) if bin_subdir else out,
+                flags.tokenizer_dir(args), tok_paths, training, Progress(os.path.join(out, STATE_FILE), key))
+
+
+def build(plan: Plan, args: argparse.Namespace) -> None:
+    """Steps 1-5 of the module docstring, the shards downloading all along."""
+    for name in (MANIFEST_FILE, CONFIG_FILE):  # from here on the folder is visibly incomplete
+        if os.path.exists(os.path.join(plan.out, name)):
+            os.remove(os.path.join(plan.out, name))
+    stream = ShardStream(plan.shards, reading_order(plan.progress, plan.shards.paths(), plan.bin_dir),
+                         args.max_cached_shards, pinned=plan.tok_paths)
+    try:
+        tok, records = train_or_load_tokenizer(plan.tok_dir, plan.tok_paths[:-1], plan.training, args)
+        if plan.progress.state.get("fingerprint", tok.fingerprint()) != tok.fingerprint():
+            print("the tokenizer differs from the one the shards were made with: redoing every shard")
+            remove_shards(plan.bin_dir, plan.progress.path)
+            plan.progress = Progress(plan.progress.path, plan.progress.state["key"])
+        plan.progress.state["fingerprint"] = tok.fingerprint()
+        args.encoder = checked_encoder_name(tok.spec, args.encoder)
+        tok.use_encoder(args.encoder)
+        records += check_and_report(tok, plan, args)
+
+        order = reading_order(plan.progress, plan.shards.paths(), plan.bin_dir)
+        if stream.order != order:  # the shards were reset above
+            stream.close()
+            stream = ShardStream(plan.shards, order, args.max_cached_shards)
+        stream.unpin()  # the tokenizer's shards are read: with a cap, they may go
+        stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, args.shard_size,
+                                           flags.executor(args), args.keep_partial, args.text_column, args.encoder,
+                                           plan.progress, stream)
+    finally:
+        stream.close()
+    config = make_config(tok, args, plan, stats)
+    # manifest.json, then config.json: the file consumers read comes last, so a folder with a
+    # config.json is complete (and its manifest, which lists it, is there)
+    config_path, config_bytes = os.path.join(plan.out, CONFIG_FILE), json_bytes(config)
+    records += [FileRecord(*r) for r in shard_records] + [record_of(config_path, config_bytes)]
+    write_manifest(plan.out, plan.out, STEP, records)
+    write_bytes(config_path, [config_bytes])
+    for split in ("val", "train"):
+        say(f"{split}: {stats[split]['shards']} shards, {stats[split]['tokens']:,} tokens "
+            f"({human_bytes(stats[split]['bytes'])})")
+
+
+def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace) -> list[FileRecord]:
+    """Steps 2 and 3: the round trip, token_bytes.pt, the tokenizer report."""
+    # real documents: the first 100 of a training shard and of the held-out shard
+    samples = {name: next(iter_texts(path, args.text_column))[1][:100] for name, path in
+               (("training shard", plan.tok_paths[0]), ("held-out shard", plan.tok_paths[-1]))}
+    check_round_trip(tok, [text for docs in samples.values() for text in docs])
+    records = write_token_bytes(tok, plan.tok_dir)
+    report_records, report = tokenizer_report.write_report(
+        tok, _read_json(os.path.join(plan.tok_dir, TRAINING_FILE)),
+        {name: "\n".join(docs) for name, docs in samples.items()},
+        held_out_estimate(tok, plan.tok_paths[-1], args.text_column, len(plan.shards.names)), args.baselines_dir,
+        plan.out)
+    say(report)
+    return records + report_records
 
 
 # ------------------------------------------------------------------------------------ what is in the folder
@@ -195,13 +230,13 @@ def training_settings(args: argparse.Namespace, train_paths: list[str]) -> dict:
             "train_shards": [[os.path.basename(p), file_identity(p)] for p in train_paths]}
 
 
-def claim_folder(out: str, tok_dir: str, bin_dir: str, training: dict, progress: Progress, overwrite: bool,
-                 shards: Shards) -> bool:
+def claim_folder(plan: Plan, overwrite: bool) -> bool:
     """Make the folder ready for this run's settings; True when it already holds this exact run, complete.
 
     What was made with other settings is an error naming the differences, unless `overwrite`: then it
     is removed (with the other steps' outputs when the tokenizer goes, as they were made with it).
     """
+    out, tok_dir, bin_dir, training, progress = plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.progress
     differences = []
     trained = _read_json(os.path.join(tok_dir, TRAINING_FILE)) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
     if trained is not None:
@@ -229,7 +264,7 @@ def claim_folder(out: str, tok_dir: str, bin_dir: str, training: dict, progress:
     if old_key is None:
         return False
     progress.load()
-    reconcile(progress, shards.paths(), bin_dir)  # changed inputs, missing shards: then it is not complete
+    reconcile(progress, plan.shards.paths(), bin_dir)  # changed inputs, missing shards: then it is not complete
     return progress.complete() and all(os.path.exists(os.path.join(out, f)) for f in (CONFIG_FILE, MANIFEST_FILE))
 
 
@@ -353,8 +388,8 @@ def held_out_estimate(tok: RustBPETokenizer, path: str, column: str, num_shards:
 # ------------------------------------------------------------------------------------ 5. config
 
 
-def make_config(tok: RustBPETokenizer, args, corpus, shards: Shards, bin_subdir: str, training: dict,
-                stats: dict, tok_dir: str) -> dict:
+def make_config(tok: RustBPETokenizer, args, plan: Plan, stats: dict) -> dict:
+    corpus, shards, bin_subdir, training, tok_dir = plan.corpus, plan.shards, plan.bin_subdir, plan.training, plan.tok_dir
     config = {
         "vocab_size": tok.get_vocab_size(),
         "bos_id": tok.get_bos_token_id(),
@@ -375,5 +410,5 @@ def make_config(tok: RustBPETokenizer, args, corpus, shards: Shards, bin_subdir:
         config.update({f"{split}_shards": s["shards"], f"{split}_tokens": s["tokens"],
                        f"{split}_documents": s["documents"], f"{split}_dropped_tokens": s["dropped_tokens"]})
     # documents the fast encoder got wrong (their row groups were encoded with tiktoken): 0, or a bug to report
-    config["encoder_mismatches"] = stats["encoder_mismatches"]
+    config["encoder_mismatches"] = plan.progress.state.get("encoder_mismatches", 0)
     return config

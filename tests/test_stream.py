@@ -110,7 +110,9 @@ def test_a_failed_download_stops_the_run_resumable(served, file_server):
     run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url))
     assert {k: v for k, v in tree(folder).items() if k.endswith(".bin")} == \
            {k: v for k, v in reference.items() if k.endswith(".bin")}
-    assert [r for r in file_server.requests if r.endswith(".parquet")] == ["/shard_00005.parquet"]
+    # it fetched the failed shard (and one after it, if the failure stopped its download), nothing before
+    fetched = {r for r in file_server.requests if r.endswith(".parquet")}
+    assert "/shard_00005.parquet" in fetched and fetched <= {"/shard_00005.parquet", "/shard_00006.parquet"}
 
 
 def test_max_cached_shards_must_hold_the_tokenizer_shards(tmp_path):
