@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from stacks_data.download import download, hub_endpoint
 from stacks_data.errors import FlagError, InputError
-from stacks_data.parquet import open_parquet
+from stacks_data.parquet import check_complete, open_parquet
 from stacks_data.progress import bar
 
 PRESETS = {  # name: (repo, dataset name prefix, cache folder, default --num-shards, .bin sub-folder, shards)
@@ -120,6 +120,12 @@ class Shards:
                         verify=self.check)
 
     def check(self, path: str) -> None:
+        """A downloaded shard: ValueError when incomplete (the download is tried again), InputError when
+        it has no text column or no rows (final)."""
+        check_complete(path)
+        self.check_content(path)
+
+    def check_content(self, path: str) -> None:
         """InputError unless `path` is a parquet file with the text column and at least one row."""
         if open_parquet(path, [self.text_column]).metadata.num_rows == 0:
             raise InputError("the shard has no rows", path, "replace it with a shard that has documents")
@@ -129,7 +135,7 @@ class Shards:
         any work, not midway; downloaded ones are checked as they arrive."""
         for path in self.paths():
             if os.path.exists(path):
-                self.check(path)
+                self.check_content(path)
 
     def fetch_all(self, names: list[str]) -> list[str]:
         """Local paths of `names`, downloading the missing ones (in parallel)."""

@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable
 
-from stacks_data.errors import InputError, NetworkError
+from stacks_data.errors import NetworkError, UserError
 
 CHUNK = 1 << 20
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -62,8 +62,8 @@ def download(url: str, dest: str, *, offline: str, verify: Callable[[str], None]
     """Download url to dest unless dest exists; return dest.
 
     offline: what to do instead when the download cannot happen (names the flag of the offline form).
-    verify(path) raises on a corrupt file (e.g. a truncated parquet footer): that counts as a failed
-    attempt. Client errors (4xx except 429), unknown hosts and refused connections are final; server
+    verify(path) raises ValueError on a file damaged in transit (e.g. a truncated parquet footer): that
+    counts as a failed attempt; a UserError from it (a complete file with the wrong content) is final. Client errors (4xx except 429), unknown hosts and refused connections are final; server
     errors, dropped connections and truncated bodies are retried `retries` times, sleeping
     backoff * 2**attempt in between.
     """
@@ -82,7 +82,10 @@ def download(url: str, dest: str, *, offline: str, verify: Callable[[str], None]
         try:
             _fetch(request, part, timeout)
             if verify is not None:
-                verify(part)
+                try:
+                    verify(part)
+                except UserError as e:  # complete, but not what we need: say which file, not its temp name
+                    raise type(e)(e.what, f"{dest}, from {url}", e.todo) from None
             os.replace(part, dest)
             return dest
         except urllib.error.HTTPError as e:
@@ -93,7 +96,7 @@ def download(url: str, dest: str, *, offline: str, verify: Callable[[str], None]
             if isinstance(e.reason, (socket.gaierror, ConnectionRefusedError)):
                 check_reachable(url, offline)  # raises the one-line reason
             last_error = f"{e.reason}"
-        except (http.client.HTTPException, ConnectionError, TimeoutError, ValueError, InputError) as e:
+        except (http.client.HTTPException, ConnectionError, TimeoutError, ValueError) as e:
             last_error = f"{type(e).__name__}: {e}"
         finally:
             if os.path.exists(part):

@@ -16,7 +16,7 @@ import posixpath
 from stacks_data.download import check_reachable, download, hub_endpoint, token_for
 from stacks_data.errors import InputError, NetworkError
 from stacks_data.files import write_json
-from stacks_data.parquet import open_parquet
+from stacks_data.parquet import check_complete
 
 # huggingface_hub reads this at import: without it, its first request of a process asks the hub about
 # AI agents, a network round trip (or a DNS failure offline) that nothing here needs
@@ -152,8 +152,8 @@ def fetch_files(repo_id: str, paths: list[str], local_dir: str, *, offline: str)
 
 
 def _check_parquet(path: str) -> None:
-    """A parquet file whose footer does not read is corrupt: download it again."""
-    open_parquet(path, [])
+    """A parquet file whose footer does not read is incomplete: download it again."""
+    check_complete(path)
 
 
 def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None = None,

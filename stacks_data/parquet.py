@@ -21,6 +21,14 @@ def open_parquet(path: str, columns: list[str]) -> pq.ParquetFile:
     return pf
 
 
+def check_complete(path: str) -> None:
+    """ValueError unless the file's footer reads: a download cut short or damaged (try again)."""
+    try:
+        pq.ParquetFile(path)
+    except (OSError, pa.ArrowException) as e:
+        raise ValueError(f"not a complete parquet file ({e})") from None
+
+
 def read_rows(path: str, columns: list[str]) -> list[dict]:
     """All rows of `columns` as dicts, in file order."""
     pf = open_parquet(path, columns)
