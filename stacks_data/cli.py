@@ -1,10 +1,13 @@
-"""`stacks-data <command> [flags]`: one subcommand per pipeline step, plus the dataset tools.
+"""stacks-data: raw public datasets -> the pre-tokenized files a small-GPT training script loads.
 
-This is the one place where errors become what the user sees: a UserError is one line
-`error: <what> (<where>): <what to do>` on stderr (exit 2 for flags, 1 for inputs and environment),
-Ctrl-C / SIGTERM one line and exit 130 / 143, and only our own bugs print a traceback (--debug shows
-one for every error).
+Run the steps in order (pretrain first: it makes the tokenizer the others use), then verify the folder;
+download fetches a published dataset on the GPU box. `stacks-data COMMAND --help` for each.
 """
+
+# This module is the one place where errors become what the user sees: a UserError is one line
+# `error: <what> (<where>): <what to do>` on stderr (exit 2 for flags, 1 for inputs and environment),
+# Ctrl-C / SIGTERM one line and exit 130 / 143, and only our own bugs print a traceback (--debug shows
+# one for every error).
 
 import argparse
 import importlib
@@ -40,8 +43,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise FlagError(message, self.prog, f"see {self.prog} --help")
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep the step descriptions' paragraphs and lists; show every flag's default."""
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keep the step descriptions' paragraphs and lists; show the default of every flag whose help
+    does not already say it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" not in text and action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
 
 
 def command_parser(command: str, prog: str | None, parser: argparse.ArgumentParser | None = None):
