@@ -18,11 +18,9 @@ The corpus files are repeated `--repeat` times (as shard_00000, shard_00001, ...
 
 import argparse
 import glob
-import json
 import multiprocessing as mp
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,7 @@ import time
 import rustbpe
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from stacks_data.encoder import FastokensEncoder  # noqa: E402
 from stacks_data.parallel import Executor  # noqa: E402
@@ -80,47 +79,6 @@ def pipeline_rate(tokenizer_dir, paths, executor, encoder, workdir, shard_size, 
     chars = stats["train"]["chars"] + stats["val"]["chars"]
     docs = stats["train"]["documents"] + stats["val"]["documents"]
     return (tokens - docs) / seconds, chars / seconds  # without BOS tokens: same count as the baselines
-
-
-PEAK_MEMORY_SCRIPT = """
-import json, os, sys, threading, time
-sys.path.insert(0, {root!r})
-from stacks_data.parallel import Executor
-from stacks_data.pretokenize import Progress, pretokenize
-
-
-def status(pid):
-    try:
-        with open(f"/proc/{{pid}}/status") as f:
-            return dict(line.split(":", 1) for line in f)
-    except OSError:
-        return {{}}
-
-
-def sample_workers(peak, done):
-    # workers are descendants (forkserver -> workers): sample their RSS, they are gone at the end
-    me = os.getpid()
-    while not done.is_set():
-        parents = {{pid: int(status(pid).get("PPid", "0")) for pid in os.listdir("/proc") if pid.isdigit()}}
-        for pid in parents:
-            ancestor = parents.get(pid)
-            while ancestor and ancestor != me:
-                ancestor = parents.get(str(ancestor))
-            if ancestor == me:
-                rss = int(status(pid).get("VmRSS", "0 kB").split()[0])
-                peak[0] = max(peak[0], rss)
-        time.sleep(0.05)
-
-
-peak, done = [0], threading.Event()
-threading.Thread(target=sample_workers, args=(peak, done), daemon=True).start()
-pretokenize({tokdir!r}, {paths!r}, {out!r}, 100_000_000, Executor({n}), True, "text", "fastokens",
-            Progress({state!r}, {{}}))
-done.set()
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so it would count the bench's own memory
-hwm = int(status("self")["VmHWM"].split()[0])
-print(json.dumps({{"main_mb": hwm / 1024, "worker_mb": peak[0] / 1024}}))
-"""
 
 
 def main():
@@ -199,10 +157,12 @@ def main():
 
         # ---- peak memory at the default shard size, in a fresh process
         n = max(args.workers)
-        script = PEAK_MEMORY_SCRIPT.format(root=os.path.dirname(here), tokdir=tokdir, paths=paths, n=n,
-                                           out=os.path.join(workdir, "bins_mem"), state=os.path.join(workdir, "m.json"))
-        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-        mem = json.loads(result.stdout.strip().splitlines()[-1])
+        mem = measured(f"""
+from stacks_data.parallel import Executor
+from stacks_data.pretokenize import Progress, pretokenize
+pretokenize({tokdir!r}, {paths!r}, {os.path.join(workdir, 'bins_mem')!r}, 100_000_000, Executor({n}), True, "text",
+            "fastokens", Progress({os.path.join(workdir, 'm.json')!r}, {{}}))
+""")
         print(f"peak RSS at shard size 100M with N={n}: main {mem['main_mb']:.0f} MB, "
               f"largest worker {mem['worker_mb']:.0f} MB (target: under 2 GB)")
 

@@ -18,17 +18,16 @@ the overlap it would be their sum). Peak RSS of the main process and of the larg
 import argparse
 import glob
 import http.server
-import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from peak_memory import ROOT, measured  # noqa: E402
 
 
 
@@ -65,52 +64,6 @@ class ThrottledHandler(http.server.BaseHTTPRequestHandler):
             chunk = body[i:i + (1 << 16)]
             self.server.wait_for(len(chunk))
             self.wfile.write(chunk)
-
-
-MEASURED = """
-import json, os, sys, threading, time
-sys.path.insert(0, {root!r})
-
-
-def status(pid):
-    try:
-        with open(f"/proc/{{pid}}/status") as f:
-            return dict(line.split(":", 1) for line in f)
-    except OSError:
-        return {{}}
-
-
-def sample_workers(peak, done):
-    me = os.getpid()
-    while not done.is_set():
-        parents = {{pid: int(status(pid).get("PPid", "0")) for pid in os.listdir("/proc") if pid.isdigit()}}
-        for pid in parents:
-            ancestor = parents.get(pid)
-            while ancestor and ancestor != me:
-                ancestor = parents.get(str(ancestor))
-            if ancestor == me:
-                peak[0] = max(peak[0], int(status(pid).get("VmRSS", "0 kB").split()[0]))
-        time.sleep(0.05)
-
-
-peak, done = [0], threading.Event()
-threading.Thread(target=sample_workers, args=(peak, done), daemon=True).start()
-t0 = time.perf_counter()
-{work}
-seconds = time.perf_counter() - t0
-done.set()
-print(json.dumps({{"seconds": seconds, "main_mb": int(status("self")["VmHWM"].split()[0]) / 1024,
-                   "worker_mb": peak[0] / 1024}}))
-"""
-
-
-def measured(work: str) -> dict:
-    """Run `work` (Python source) in a fresh process: its seconds and peak memory."""
-    result = subprocess.run([sys.executable, "-c", MEASURED.format(root=ROOT, work=work)], capture_output=True,
-                            text=True)
-    if result.returncode:
-        raise SystemExit(result.stderr)
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def step(flags: list[str]) -> str:
