@@ -69,6 +69,7 @@ class Progress:
     def __init__(self, path: str, key: dict):
         self.path = path
         self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
+        self.names: dict[str, str] = {}  # input path -> the name its identity is kept under: see reconcile
 
     @staticmethod
     def read_key(path: str) -> dict | None:
@@ -104,12 +105,16 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
     last shard that ended before that file; so does a shard file that is missing or has another size;
     shard files after the last recorded one (written just before a crash) are removed.
     """
+    # identities are kept under the files' paths relative to the folder that holds them all: the same
+    # names for the same shards in another --parquet-dir (e.g. "shard_00001.parquet", "data/a.parquet")
+    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    progress.names = {path: os.path.relpath(path, common).replace(os.sep, "/") for path in paths}
     for split, files in split_files(paths).items():
         done = progress.split(split)
         for index, path in enumerate(files):
-            known = progress.state["files"].get(os.path.basename(path))
+            known = progress.state["files"].get(progress.names[path])
             if known is not None and os.path.exists(path) and file_identity(path) != known:
-                say(f"{os.path.basename(path)} changed since it was tokenized: redoing {split} from there")
+                say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
                 _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
                 break
         for i, shard in enumerate(done["shards"]):
@@ -182,7 +187,7 @@ class SplitPacker:
         for index in range(first_file, len(self.files)):
             path = shards.get(self.files[index])
             metadata = open_parquet(path, [column]).metadata
-            self.progress.state["files"][os.path.basename(path)] = file_identity(path)
+            self.progress.state["files"][self.progress.names[path]] = file_identity(path)
             groups = [g for g in range(metadata.num_row_groups) if (index, g) >= (first_file, first_group)]
             left[path] = len(groups)
             if not groups:
