@@ -85,10 +85,11 @@ def main():
         print(f"(step / raw encode of the questions: {step / floor:.2f}x; outputs identical)\n")
 
         tok.save(os.path.join(work, "ds", "tokenizer"))
-        step = argparse.Namespace(out_dir=work, dataset_name="ds", hf_user=None, skip_upload=True,
-                                  hf_mirror=args.hub, max_seq_len=2048)
-        seconds, _ = best_of(args.repeat, lambda: chat_eval.run(step))
-        print(f"\nwhole step (load + tokenize + write, 3 tasks, {n:,} items): {seconds:.2f}s")
+        for encoder in ("tiktoken", "fastokens"):
+            step = argparse.Namespace(out_dir=work, dataset_name="ds", hf_user=None, skip_upload=True,
+                                      hf_mirror=args.hub, max_seq_len=2048, encoder=encoder)
+            seconds, _ = best_of(args.repeat, lambda: chat_eval.run(step))
+            print(f"whole step --encoder {encoder:9} (load + tokenize + write, 3 tasks, {n:,} items): {seconds:.2f}s")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Benchmark: CORE eval pre-tokenization of a full bundle, stacks_data.core_eval vs
 The naive one is the issue's definition written out per example, as a straightforward port would do it:
 build the few-shot population list, sample it, render the few-shot prompts again for every example,
 encode one prompt per call, in a single process, and torch.save each task. Both write the same files
-(checked byte for byte), so the ratio is for the same work.
+(checked byte for byte), so the ratio is for the same work. The step runs with each bulk encoder
+(--encoder tiktoken, the reference, and fastokens): the before/after of the fast encoder.
 
     python bench/bench_core_eval.py                      # real bundle in ../shared/data, 4096-token vocab
     python bench/bench_core_eval.py --tokenizer-dir data/<name>/tokenizer --bundle DIR
@@ -77,6 +78,7 @@ def main():
     parser.add_argument("--work-dir", default=None, help="default: a temp folder")
     parser.add_argument("--num-workers", type=int, default=os.cpu_count())
     parser.add_argument("--max-seq-len", type=int, default=2048)
+    parser.add_argument("--skip-naive", action="store_true", help="only the step, with each encoder")
     args = parser.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="bench_core_eval.")
 
@@ -94,10 +96,16 @@ def main():
     common = ["--eval-bundle", args.bundle, "--dataset-name", "ds", "--skip-upload",
               "--max-seq-len", str(args.max_seq_len)]
     times = {}
-    for workers in sorted({1, args.num_workers}):
-        t0 = time.time()
-        run_step("core-eval", common + ["--out-dir", work, "--num-workers", str(workers)])
-        times[workers] = time.time() - t0
+    for encoder in ("tiktoken", "fastokens"):
+        for workers in sorted({1, args.num_workers}):
+            t0 = time.time()
+            run_step("core-eval", common + ["--out-dir", work, "--num-workers", str(workers), "--encoder", encoder])
+            times[encoder, workers] = time.time() - t0
+    if args.skip_naive:
+        for (encoder, workers), seconds in times.items():
+            print(f"core_eval --encoder {encoder:9} --num-workers {workers}: {seconds:6.1f}s "
+                  f"({times['tiktoken', workers] / seconds:.2f}x tiktoken's)")
+        return
 
     naive_dir = os.path.join(work, "naive")
     os.makedirs(naive_dir, exist_ok=True)
@@ -113,8 +121,9 @@ def main():
                == open(os.path.join(fast_dir, f"{t.label}.pt"), "rb").read() for t in tasks)
     print(f"\noutputs identical to the naive implementation's: {same}")
     print(f"naive (per example, single process):  {naive:7.1f}s")
-    for workers, seconds in times.items():
-        print(f"core_eval --num-workers {workers}:            {seconds:7.1f}s   {naive / seconds:5.1f}x")
+    for (encoder, workers), seconds in times.items():
+        print(f"core_eval --encoder {encoder:9} --num-workers {workers}: {seconds:7.1f}s   {naive / seconds:5.1f}x "
+              f"the naive one, {times['tiktoken', workers] / seconds:.2f}x tiktoken's")
     if not same:
         sys.exit("outputs differ")
 

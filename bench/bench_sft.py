@@ -8,7 +8,8 @@ Inputs: MMLU and GSM8K from the --hub mirror (../shared/data/hub), the word list
 third with a system message) written into a temporary mirror next to them. The SmolTalk and spelling
 sizes default to about a tenth of the real mixture.
 
-Pipeline: the whole `sft.run` step (loading, mixing, rendering, writing the shards), --num-workers N.
+Pipeline: the whole `sft` step (loading, mixing, rendering, writing the shards), --num-workers N, once
+with each bulk encoder (--encoder tiktoken, the reference, and fastokens: the fast encoder's before/after).
 Baseline: `enc.encode_ordinary_batch(texts, num_threads=N)` over every text the step encodes (the
 message contents and assistant parts of every conversation, in mixture order), nothing else.
 Reported: tokens/s of both and their ratio (target >= 0.5). For context also the floor: the same
@@ -76,14 +77,14 @@ def build_mirror(work, hub, texts, rows):
     return mirror
 
 
-def step_args(out_dir, mirror, args):
+def step_args(out_dir, mirror, args, encoder="tiktoken"):
     parser = argparse.ArgumentParser()
     sft.add_arguments(parser)
     return parser.parse_args([
         "--out-dir", out_dir, "--dataset-name", "bench", "--skip-upload", "--hf-mirror", mirror,
         "--words-file", args.words, "--num-workers", str(args.num_workers),
         "--simple-spelling-size", str(args.simple_spelling_size),
-        "--spelling-bee-size", str(args.spelling_bee_size),
+        "--spelling-bee-size", str(args.spelling_bee_size), "--encoder", encoder,
     ])
 
 
@@ -138,11 +139,13 @@ def main():
             print(f"trained a vocab-4096 tokenizer in {time.perf_counter() - t0:.1f}s")
         tok.save(tok_dir)
         mirror = build_mirror(work, args.hub, texts, args.smoltalk_rows)
-        step = step_args(os.path.join(work, "out"), mirror, args)
+        step = step_args(os.path.join(work, "out"), mirror, args)  # for mixture_texts
 
-        t0 = time.perf_counter()
-        sft.run(step)
-        step_time = time.perf_counter() - t0
+        step_times = {}
+        for encoder in ("tiktoken", "fastokens"):
+            t0 = time.perf_counter()
+            sft.run(step_args(os.path.join(work, "out"), mirror, args, encoder))
+            step_times[encoder] = time.perf_counter() - t0
         config = json.load(open(os.path.join(work, "out", "bench", "sft", "config.json")))
         step_tokens = config["val_tokens"] + config["train_tokens"]
         conversations = config["val_conversations"] + config["train_conversations"]
@@ -154,13 +157,15 @@ def main():
         base_tokens = sum(map(len, encoded))
         floor = floor_rate(tok_dir, all_texts, args.num_workers)
 
-    step_rate, base_rate = step_tokens / step_time, base_tokens / base_time
+    base_rate = base_tokens / base_time
     print(f"\n{conversations:,} conversations, {len(all_texts):,} texts, {args.num_workers} worker(s)/thread(s)")
     print(f"baseline encode_ordinary_batch: {base_tokens:,} tokens in {base_time:.2f}s = {base_rate / 1e6:.2f} M tok/s")
-    print(f"sft step (load+render+write):   {step_tokens:,} tokens in {step_time:.2f}s = {step_rate / 1e6:.2f} M tok/s")
     print(f"floor, encode_ordinary loop in {args.num_workers} process(es), compute only: {floor / 1e6:.2f} M tok/s")
-    print(f"ratio: {step_rate / base_rate:.2f}x of encode_ordinary_batch (target >= 0.5x), "
-          f"{step_rate / floor:.2f}x of the floor")
+    for encoder, seconds in step_times.items():
+        rate = step_tokens / seconds
+        print(f"sft step --encoder {encoder:9} (load+render+write): {step_tokens:,} tokens in {seconds:.2f}s = "
+              f"{rate / 1e6:.2f} M tok/s: {rate / base_rate:.2f}x encode_ordinary_batch (target >= 0.5x), "
+              f"{rate / floor:.2f}x the floor, {step_times['tiktoken'] / seconds:.2f}x the tiktoken step")
 
 
 if __name__ == "__main__":
