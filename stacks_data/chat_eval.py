@@ -45,9 +45,13 @@ def mmlu_items(rows: list[dict]) -> list[dict]:
 def arc_items(rows: list[dict]) -> list[dict]:
     """ARC rows -> items; the letters are the item's own labels (A-D, A-C, A-E or 1-4)."""
     items = []
-    for row in rows:
-        name = f"ARC item {row['id']}"
-        texts, labels = row["choices"]["text"], row["choices"]["label"]
+    for i, row in enumerate(rows):
+        name = f"ARC item {row.get('id') or f'in row {i}'}"
+        choices = row.get("choices")
+        texts, labels = (choices.get("text"), choices.get("label")) if isinstance(choices, dict) else (None, None)
+        if not isinstance(texts, list) or not isinstance(labels, list) or not all(isinstance(t, str) for t in texts) \
+                or not isinstance(row.get("question"), str):
+            raise InputError("expected a question and choices {text: [...], label: [...]} of strings", name)
         if len(texts) != len(labels):
             raise InputError(f"{len(texts)} choice texts but {len(labels)} labels {labels}", name)
         items.append({"name": name, "question": row["question"], "letters": labels,

@@ -65,6 +65,12 @@ def command_parser(command: str, prog: str | None, parser: argparse.ArgumentPars
 
 
 def main(argv: list[str] | None = None) -> None:
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    # the parser is built inside: a Ctrl-C while the command modules load is reported like any other
+    sys.exit(_report_errors(lambda: _run(_parser().parse_args(argv)), debug))
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="stacks-data", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"stacks-data {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,14 +78,12 @@ def main(argv: list[str] | None = None) -> None:
         description = importlib.import_module(module_name).__doc__
         command_parser(name, None, commands.add_parser(name, help=description.strip().splitlines()[0],
                                                        description=description, formatter_class=HelpFormatter))
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    sys.exit(_report_errors(lambda: _run(parser.parse_args(argv)), debug))
+    return parser
 
 
 def script(command: str) -> None:
     """Entry of a data/*.py script: the command, with the script's own name in --help."""
-    parser = command_parser(command, None)
-    sys.exit(_report_errors(lambda: _run(parser.parse_args()), "--debug" in sys.argv[1:]))
+    sys.exit(_report_errors(lambda: _run(command_parser(command, None).parse_args()), "--debug" in sys.argv[1:]))
 
 
 def run_step(command: str, argv: list[str] | None = None) -> None:

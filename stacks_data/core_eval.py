@@ -31,7 +31,7 @@ import yaml
 from stacks_data import flags, hub
 from stacks_data.download import download
 from stacks_data.errors import InputError
-from stacks_data.files import human_bytes, torch_save_plain
+from stacks_data.files import human_bytes, locked, torch_save_plain
 from stacks_data.outputs import DatasetLock, StagedFolder
 from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
@@ -84,22 +84,26 @@ def fetch_bundle(url: str, out_dir: str, *, retries: int = 5, backoff: float = 1
     if os.path.isdir(final):
         return final
     os.makedirs(out_dir, exist_ok=True)
-    zip_path = final + ".zip"
-    download(url, zip_path, verify=check_zip, retries=retries, backoff=backoff,
-             offline="download eval_bundle.zip elsewhere, unzip it and pass --eval-bundle DIR/eval_bundle")
-    # a fixed temp name: what a killed run left there is cleared by the next one
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with zipfile.ZipFile(zip_path) as z:
-            if "eval_bundle/core.yaml" not in z.namelist():
-                os.remove(zip_path)  # wrong content, not a transfer error: do not keep it
-                raise InputError("the zip has no eval_bundle/core.yaml", url, "pass a CORE eval_bundle.zip (--eval-bundle-url) or a bundle folder (--eval-bundle)")
-            z.extractall(tmp)
-        os.replace(os.path.join(tmp, "eval_bundle"), final)
-    finally:
+    with locked(final):  # runs for several datasets in one --out-dir share the bundle
+        if os.path.isdir(final):
+            return final
+        zip_path = final + ".zip"
+        download(url, zip_path, verify=check_zip, retries=retries, backoff=backoff,
+                 offline="download eval_bundle.zip elsewhere, unzip it and pass --eval-bundle DIR/eval_bundle")
+        # a fixed temp name: what a killed run left there is cleared by the next one
+        tmp = final + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-    os.remove(zip_path)
+        try:
+            with zipfile.ZipFile(zip_path) as z:
+                if "eval_bundle/core.yaml" not in z.namelist():
+                    os.remove(zip_path)  # wrong content, not a transfer error: do not keep it
+                    raise InputError("the zip has no eval_bundle/core.yaml", url, "pass a CORE eval_bundle.zip "
+                                     "(--eval-bundle-url) or a bundle folder (--eval-bundle)")
+                z.extractall(tmp)
+            os.replace(os.path.join(tmp, "eval_bundle"), final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        os.remove(zip_path)
     return final
 
 
@@ -223,7 +227,7 @@ def load_examples(task: Task) -> list[Example]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON ({e.msg} at column {e.colno})", where) from None
+                raise InputError(f"malformed JSON ({e.msg}, column {e.colno})", where) from None
             if not isinstance(row, dict):
                 raise InputError(f"expected a JSON object, got {type(row).__name__}", where)
             missing = [key for key in _KEYS[task.task_type] if key not in row]

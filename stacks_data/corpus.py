@@ -44,8 +44,10 @@ class Corpus:
     num_available: int | None        # shard_00000.. shard_<n-1>; None: the files are listed (hf:)
 
     def default_dataset_name(self, vocab_size: int, tok_train_shards: int, num_shards: int | None) -> str:
-        """fineweb_edu_32k_8_370 at the default flags: the seed's name, following the flags."""
-        return f"{self.prefix}_{vocab_size // 1024}k_{tok_train_shards}_{num_shards or 'all'}"
+        """fineweb_edu_32k_8_370 at the default flags: the seed's name, following the flags (a vocab
+        that is not a multiple of 1024 is written out: fineweb_edu_4500_2_8)."""
+        vocab = f"{vocab_size // 1024}k" if vocab_size % 1024 == 0 else str(vocab_size)
+        return f"{self.prefix}_{vocab}_{tok_train_shards}_{num_shards or 'all'}"
 
     def default_base_url(self) -> str:
         return f"{hub_endpoint()}/datasets/{self.repo_id}/resolve/main"
@@ -106,6 +108,7 @@ class Shards:
 
     def __init__(self, names: list[str], parquet_dir: str, base_url: str, text_column: str):
         self.names, self.parquet_dir, self.base_url, self.text_column = names, parquet_dir, base_url, text_column
+        self.downloaded: set[str] = set()  # paths this run downloaded: the only ones --max-cached-shards deletes
 
     def path(self, name: str) -> str:
         return os.path.join(self.parquet_dir, *name.split("/"))
@@ -115,9 +118,13 @@ class Shards:
 
     def fetch(self, name: str) -> str:
         """The local path of a shard, downloaded first when missing."""
-        return download(f"{self.base_url.rstrip('/')}/{name}", self.path(name),
-                        offline=f"download the shards elsewhere and pass --parquet-dir DIR (DIR/{name}, ...)",
-                        verify=self.check)
+        path = self.path(name)
+        if os.path.exists(path):
+            return path
+        download(f"{self.base_url.rstrip('/')}/{name}", path, verify=self.check,
+                 offline=f"download the shards elsewhere and pass --parquet-dir DIR (DIR/{name}, ...)")
+        self.downloaded.add(path)
+        return path
 
     def check(self, path: str) -> None:
         """A downloaded shard: ValueError when incomplete (the download is tried again), InputError when
@@ -127,7 +134,13 @@ class Shards:
 
     def check_content(self, path: str) -> None:
         """InputError unless `path` is a parquet file with the text column and at least one row."""
-        if open_parquet(path, [self.text_column]).metadata.num_rows == 0:
+        try:
+            rows = open_parquet(path, [self.text_column]).metadata.num_rows
+        except InputError as e:
+            if "missing column" not in e.what:
+                raise
+            raise InputError(e.what, path, "pass --text-column with the column that holds the documents") from None
+        if rows == 0:
             raise InputError("the shard has no rows", path, "replace it with a shard that has documents")
 
     def check_local(self) -> None:
@@ -156,8 +169,9 @@ class ShardStream:
     halves overlap. With `max_cached`, at most that many of the run's shards are on disk at once: a shard is
     deleted when released (its row groups all read by the workers), or, to make room for one needed
     sooner, when it is the one needed last (it comes back when needed); `pinned` shards (the
-    tokenizer's, while the caller reads them) stay until unpin(). A download that fails is raised by
-    get() of that shard, in order: what was finished before it stays resumable.
+    tokenizer's, while the caller reads them) stay until unpin(). Only shards this run downloaded are
+    ever deleted: files that were in the folder already are the user's. A download that fails is raised
+    by get() of that shard, in order: what was finished before it stays resumable.
     """
 
     def __init__(self, shards: Shards, order: list[str], max_cached: int | None, pinned: list[str] = (),
@@ -180,10 +194,13 @@ class ShardStream:
         for _ in range(min(parallel, self.lookahead)):
             threading.Thread(target=self._download_loop, daemon=True).start()
 
+    def _deletable(self, path: str) -> bool:
+        return path in self.shards.downloaded and path not in self.pinned
+
     def _remove_unneeded(self) -> None:
-        """With a cap, the run's shards on disk that it no longer reads (nor pins) go."""
+        """With a cap, the shards it downloaded that the run no longer reads (nor pins) go."""
         for path in self.names:
-            if path not in self.state and path not in self.pinned and os.path.exists(path):
+            if path not in self.state and self._deletable(path) and os.path.exists(path):
                 os.remove(path)
 
     def unpin(self) -> None:
@@ -194,8 +211,9 @@ class ShardStream:
             self.cond.notify_all()
 
     def _on_disk(self) -> int:
-        held = {p for p, s in self.state.items() if s in ("ready", "downloading")}
-        return len(held | {p for p in self.pinned if os.path.exists(p)})
+        """The run's shards on disk or downloading that count against the cap (the user's own do not)."""
+        held = {p for p, s in self.state.items() if s == "downloading" or s == "ready" and p in self.shards.downloaded}
+        return len(held | {p for p in self.pinned if p in self.shards.downloaded and os.path.exists(p)})
 
     def _next_download(self) -> str | None:
         for index in range(self.reading, min(len(self.order), self.reading + self.lookahead + 1)):
@@ -205,7 +223,7 @@ class ShardStream:
             if not self.max_cached or self._on_disk() < self.max_cached:
                 return path
             # full: make room by evicting the shard needed last, if it is needed after this one
-            later = [p for p in self.order[index + 1:] if self.state[p] == "ready" and p not in self.pinned]
+            later = [p for p in self.order[index + 1:] if self.state[p] == "ready" and self._deletable(p)]
             if later:
                 os.remove(later[-1])
                 self.state[later[-1]] = "absent"
@@ -250,7 +268,7 @@ class ShardStream:
         if not self.max_cached:
             return
         with self.cond:
-            if self.state[path] == "ready" and path not in self.pinned:
+            if self.state[path] == "ready" and self._deletable(path):
                 os.remove(path)
                 self.state[path] = "released"
                 self.cond.notify_all()

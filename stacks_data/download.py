@@ -23,6 +23,7 @@ import urllib.request
 from typing import Callable
 
 from stacks_data.errors import NetworkError, UserError
+from stacks_data.files import locked
 
 CHUNK = 1 << 20
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -69,7 +70,17 @@ def download(url: str, dest: str, *, offline: str, verify: Callable[[str], None]
     """
     if os.path.exists(dest):
         return dest
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise NetworkError("HF_HUB_OFFLINE is set, and this file is not here yet", dest, offline)
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+    # runs that share a cache folder (a vocab sweep over one corpus) fetch each file once
+    with locked(dest):
+        if os.path.exists(dest):
+            return dest  # another process got it meanwhile
+        return _download(url, dest, offline, verify, retries, backoff, timeout)
+
+
+def _download(url, dest, offline, verify, retries, backoff, timeout) -> str:
     part = f"{dest}.part"
     token = token_for(url)
     last_error = None

@@ -4,12 +4,16 @@ Every writer returns a FileRecord (path, size, sha256) computed from the bytes i
 step's manifest costs no second read of its outputs.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import io
 import json
 import os
 import pickle
 from dataclasses import dataclass
+
+from stacks_data.interrupts import import_torch
 
 TMP_SUFFIX = ".tmp"  # an interrupted write leaves at most <name>.tmp, which the next run removes
 
@@ -31,10 +35,29 @@ def write_bytes(path: str, chunks) -> FileRecord:
                 digest.update(chunk)
                 size += f.write(chunk)
         os.replace(tmp, path)
+    except OSError as e:
+        _remove_quietly(tmp)
+        if e.filename is None:  # a failed write(2) (disk full) names no file: this one
+            e.filename = path
+        raise
     except BaseException:
         _remove_quietly(tmp)
         raise
     return FileRecord(path, size, digest.hexdigest())
+
+
+@contextlib.contextmanager
+def locked(path: str, shared: bool = False, wait: bool = True):
+    """Hold a flock(2) on `<folder of path>/.locks/<name>.lock` (released when the block ends, or
+    when the process dies). wait=False: BlockingIOError when another process holds it."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), ".locks")
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, os.path.basename(path) + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        yield
+    finally:
+        os.close(fd)
 
 
 def json_bytes(obj) -> bytes:
@@ -57,10 +80,8 @@ def write_text(path: str, text: str) -> FileRecord:
 def torch_save(obj, path: str) -> FileRecord:
     """torch.save(obj) to path. Serialized in memory first: the file is then written (and any
     error raised, with its path) by us, not by torch's C++ writer."""
-    import torch  # heavy: only the steps that write .pt files pay for it, not tokenizer workers
-
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
+    import_torch().save(obj, buffer)
     return write_bytes(path, [buffer.getbuffer()])
 
 
@@ -71,10 +92,8 @@ def torch_save_plain(obj, path: str) -> FileRecord:
     object it pickles, i.e. once per int of a token list; without tensors it always answers None,
     so dropping the hook changes nothing in the file (tests/test_core_eval.py checks the bytes).
     """
-    import torch
-
     buffer = io.BytesIO()
-    torch.save(obj, buffer, pickle_module=_PlainPickle)
+    import_torch().save(obj, buffer, pickle_module=_PlainPickle)
     return write_bytes(path, [buffer.getbuffer()])
 
 

@@ -24,9 +24,10 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def add_output_flags(parser: argparse.ArgumentParser, default_name: str | None = DEFAULT_DATASET_NAME) -> None:
+def add_output_flags(parser: argparse.ArgumentParser, default_name: str | None = DEFAULT_DATASET_NAME,
+                     name_help: str = "") -> None:
     parser.add_argument("--dataset-name", default=default_name,
-                        help="output folder name under --out-dir, and the hub dataset repo name")
+                        help="output folder name under --out-dir, and the hub dataset repo name" + name_help)
     parser.add_argument("--out-dir", default="data", help="parent folder of <dataset-name>/")
     parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
                         help="hub user/org to upload to: <hf-user>/<dataset-name> (default: $HF_USER)")
@@ -88,6 +89,10 @@ def check_common(args: argparse.Namespace) -> None:
         raise FlagError(f"{args.dataset_name!r} is not a folder name", "--dataset-name", "pass a plain name")
     check_writable_dir(args.out_dir, "--out-dir")
     check_output_folders(dataset_dir(args), tokenizer_dir(args))
+    if not args.skip_upload:
+        from stacks_data.hub import check_upload_possible
+
+        check_upload_possible(hub_repo_id(args), "--hf-user")
 
 
 def check_output_folders(*paths: str) -> None:
@@ -155,7 +160,7 @@ def check_tokenizer_exists(args: argparse.Namespace) -> None:
                    if os.path.isfile(os.path.join(args.out_dir, name, "tokenizer", TOKENIZER_FILE)))
     hint = f", or pass --dataset-name {' / '.join(found)} (found in {args.out_dir})" if found else ""
     raise InputError("no tokenizer", os.path.join(tokenizer_dir(args), TOKENIZER_FILE),
-                     f"run step 1 first (python data/dataset_and_vocab.py){hint}")
+                     f"run step 1 first (stacks-data pretrain){hint}")
 
 
 def load_tokenizer(args: argparse.Namespace):

@@ -14,7 +14,7 @@ import os
 import posixpath
 
 from stacks_data.download import check_reachable, download, hub_endpoint, token_for
-from stacks_data.errors import InputError, NetworkError
+from stacks_data.errors import FlagError, InputError, NetworkError
 from stacks_data.files import write_json
 from stacks_data.parquet import check_complete
 
@@ -35,6 +35,24 @@ def default_cache_dir() -> str:
 def resolve_url(repo_id: str, path: str, endpoint: str | None = None) -> str:
     """URL of a file in a dataset repo (main branch)."""
     return f"{endpoint or hub_endpoint()}/datasets/{repo_id}/resolve/main/{path}"
+
+
+UPLOAD_LATER = "the dataset is complete on disk: upload it later with `stacks-data upload {dataset_dir} --hf-user USER`"
+
+
+def check_upload_possible(repo_id: str, flag: str) -> None:
+    """Before any work: the repo id is one the hub accepts, and the hub can be reached."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise FlagError(f"{repo_id!r} is not a valid hub repo id ({e})", flag, "pick another name") from None
+    todo = "pass --skip-upload (and upload later with `stacks-data upload`), or fix the network"
+    if constants.is_offline_mode():
+        raise NetworkError("HF_HUB_OFFLINE is set, and uploading needs the hub", flag, todo)
+    check_reachable(hub_endpoint(), todo)
 
 
 def hf_api(endpoint: str | None = None):
@@ -175,14 +193,16 @@ def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None =
         files.append({"path": relative(path, dataset_dir), "size": os.path.getsize(path)})
     if dry_run:
         return files
-    api = hf_api()
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        repo_type="dataset",
-        folder_path=dataset_dir,
-        allow_patterns=[glob.escape(f["path"]) for f in files],  # exactly these files: a name is not a pattern
-        commit_message=f"stacks-data: upload {len(files)} files",
-    )
+    endpoint = hub_endpoint()
+    with hub_errors(f"upload to {repo_id}", endpoint, UPLOAD_LATER.format(dataset_dir=dataset_dir)):
+        api = hf_api(endpoint)
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            repo_type="dataset",
+            folder_path=dataset_dir,
+            allow_patterns=[glob.escape(f["path"]) for f in files],  # exactly these files: a name is not a pattern
+            commit_message=f"stacks-data: upload {len(files)} files",
+        )
     print(f"uploaded {len(files)} files of {dataset_dir} to {hub_endpoint()}/datasets/{repo_id}")
     return files

@@ -40,6 +40,7 @@ class DatasetLock:
 
     def __enter__(self) -> "DatasetLock":
         writer = self.step in TOKENIZER_WRITERS
+        self.created = writer and not os.path.exists(self.dataset_dir)
         if writer:
             os.makedirs(self.dataset_dir, exist_ok=True)
         try:
@@ -61,6 +62,9 @@ class DatasetLock:
         for fd in self.fds:
             os.close(fd)  # closing the file drops its flock
         self.fds = []
+        # a folder this run created and left with nothing but its locks (it failed early) goes
+        if self.created and all(n.startswith(LOCK_PREFIX) for n in os.listdir(self.dataset_dir)):
+            shutil.rmtree(self.dataset_dir, ignore_errors=True)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.dataset_dir, LOCK_PREFIX + name)
@@ -76,16 +80,16 @@ class DatasetLock:
         return fd
 
     def _tokenizer_busy(self, writer: bool) -> OutputError:
-        running = []
+        writing, reading = [], []
         for path in sorted(glob.glob(self._path("*"))):
             name = os.path.basename(path)[len(LOCK_PREFIX):]
             pid = _pid_in(path)
-            if name not in ("tokenizer", self.step) and pid and _alive(pid) and (writer or name in TOKENIZER_WRITERS):
-                running.append(f"`{name}` PID {pid}")
-        if not writer:
-            return OutputError(f"{' and '.join(running) or 'a run'} is writing the tokenizer of this dataset",
+            if name not in ("tokenizer", self.step) and pid and _alive(pid):
+                (writing if name in TOKENIZER_WRITERS else reading).append(f"`{name}` PID {pid}")
+        if writing or not writer:
+            return OutputError(f"{' and '.join(writing) or 'another run'} is writing the tokenizer of this dataset",
                                self.dataset_dir, "wait for it to finish, then rerun")
-        return OutputError(f"steps that read the tokenizer are running ({', '.join(running) or 'PID unknown'})",
+        return OutputError(f"steps that read the tokenizer are running ({', '.join(reading) or 'PID unknown'})",
                            self.dataset_dir, "wait for them to finish: the tokenizer must not change under them")
 
 

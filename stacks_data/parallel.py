@@ -19,7 +19,6 @@ What every step gets from here, whatever it does:
 """
 
 import collections
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -30,7 +29,8 @@ from multiprocessing import forkserver, resource_tracker
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from stacks_data.errors import UserError, WorkerError
+from stacks_data import interrupts
+from stacks_data.errors import UserError, WorkerError, from_os_error
 
 EXECUTORS = ("local", "ray")
 IN_FLIGHT = 4  # items in flight per worker: enough to keep every worker busy, few enough to bound memory
@@ -83,7 +83,7 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
     context.set_forkserver_preload([fn.__module__])
     lifeline, keep_alive = context.Pipe(duplex=False)
     _start_helpers()
-    with _signals_deferred():
+    with interrupts.deferred():
         # Ctrl-C / SIGTERM wait until every worker has started: one whose parent is gone halfway
         # through its start-up prints a traceback from inside multiprocessing
         arrived = context.Barrier(num_workers)
@@ -114,21 +114,6 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
     keep_alive.close()
 
 
-@contextlib.contextmanager
-def _signals_deferred():
-    """SIGINT and SIGTERM that arrive in the block are delivered when it ends."""
-    signals = (signal.SIGINT, signal.SIGTERM)
-    caught = []
-    handlers = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-        if caught:
-            os.kill(os.getpid(), caught[0])
-
-
 def _start_helpers() -> None:
     """Start the forkserver and the resource tracker ignoring SIGINT (for the few milliseconds of their
     spawn this process ignores it too): an ignored signal stays ignored across exec, so a Ctrl-C sent
@@ -154,6 +139,10 @@ def run_item(fn: Callable, item):
         raise
     except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
+    except OSError as e:
+        if (user := from_os_error(e)) is not None:  # a full disk in a worker is still the disk
+            raise user from None
+        raise WorkerError(f"{type(e).__name__}: {e}", traceback=traceback.format_exc()) from None
     except BaseException as e:  # BaseException: a pyo3 PanicException is one
         raise WorkerError(f"{type(e).__name__}: {e}", traceback=traceback.format_exc()) from None
 

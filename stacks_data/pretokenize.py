@@ -73,11 +73,16 @@ class Progress:
 
     @staticmethod
     def read_key(path: str) -> dict | None:
-        """The settings an existing progress file was made with (None: there is none)."""
+        """The settings an existing progress file was made with (None: there is none; {"unreadable":
+        True} when it does not read: a folder that must be overwritten)."""
         if not os.path.exists(path):
             return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f).get("key")
+        try:
+            with open(path, encoding="utf-8") as f:
+                key = json.load(f).get("key")
+        except (OSError, ValueError, AttributeError):
+            key = None
+        return key if isinstance(key, dict) else {"unreadable": True}
 
     def load(self) -> None:
         with open(self.path, encoding="utf-8") as f:
@@ -116,6 +121,9 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
             if known is not None and os.path.exists(path) and file_identity(path) != known:
                 say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
                 _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
+                for later in files[index:]:  # read again: their identities are recorded then
+                    progress.state["files"].pop(progress.names[later], None)
+                progress.save()
                 break
         for i, shard in enumerate(done["shards"]):
             path = os.path.join(bin_dir, shard_name(split, i))

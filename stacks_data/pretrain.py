@@ -14,6 +14,7 @@ replace what is in the folder stops and says what differs, unless --overwrite.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -23,10 +24,12 @@ from dataclasses import dataclass
 
 from stacks_data import flags, hub, tokenizer_report
 from stacks_data.corpus import PRESETS, Corpus, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
+from stacks_data.download import check_reachable
 from stacks_data.encoder import checked_encoder_name
+from stacks_data.interrupts import import_torch
 from stacks_data.errors import FlagError, OutputError
-from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, record_of, torch_save, write_bytes,
-                               write_json)
+from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, record_of, torch_save,
+                               write_bytes, write_json)
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
 from stacks_data.outputs import DatasetLock
 from stacks_data.parquet import file_identity, iter_texts
@@ -38,7 +41,9 @@ from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZ
 STEP = "pretrain"
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 MAX_DOC_CAP = 100_000
+RESERVED_FOLDERS = ("tokenizer", "core_eval", "sft", "chat_eval")  # the other outputs' sub-folders
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
+TYPICAL_SHARD_BYTES = 100e6  # a FineWeb-Edu / ClimbMix shard, when none is on disk to measure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace a tokenizer and shards made with other flags (default: refuse)")
     flags.add_workers_flag(parser)
     flags.add_encoder_flag(parser)
-    flags.add_output_flags(parser, default_name=None)
+    flags.add_output_flags(parser, default_name=None, name_help=(
+        " (default: <corpus>_<vocab/1024>k_<tok-train-shards>_<num-shards>, e.g. fineweb_edu_32k_8_370)"))
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -109,12 +115,13 @@ def check_args(args: argparse.Namespace) -> None:
         flags.check_input_dir(args.baselines_dir, "--baselines-dir")
     if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
         raise FlagError(f"{args.base_url!r} is not an http(s) URL", "--base-url", "pass a URL")
-    if args.bin_subdir is not None and (os.path.isabs(args.bin_subdir) or ".." in args.bin_subdir.split("/")):
-        raise FlagError("must be a folder name inside the dataset folder", "--bin-subdir", "pass a plain name")
+    if args.bin_subdir is not None and (os.path.isabs(args.bin_subdir) or ".." in args.bin_subdir.split("/")
+                                        or args.bin_subdir.split("/")[0] in RESERVED_FOLDERS
+                                        or args.bin_subdir.startswith(".")):
+        raise FlagError(f"{args.bin_subdir!r} is not a folder name of its own inside the dataset folder "
+                        f"({', '.join(RESERVED_FOLDERS)} belong to other outputs)", "--bin-subdir",
+                        "pass another plain name, e.g. fineweb_edu")
     flags.check_output_folders(os.path.join(flags.dataset_dir(args), args.bin_subdir or corpus.bin_subdir))
-    if args.num_shards is not None:
-        flags.warn_if_short_of_disk(args.out_dir, int(args.num_shards * 100e6 * SHARD_BYTES_PER_PARQUET_BYTE),
-                                    f"{args.num_shards} shards of tokens")
 
 
 @dataclass
@@ -134,19 +141,36 @@ class Plan:
 def run(args: argparse.Namespace) -> None:
     started = time.time()
     out = flags.dataset_dir(args)
-    with DatasetLock(out, STEP):
+    parquet_dir = args.parquet_dir or default_parquet_dir(get_corpus(args.corpus))
+    with DatasetLock(out, STEP), parquet_dir_claim(parquet_dir, args.max_cached_shards is not None):
         plan = make_plan(args, out)
         if claim_folder(plan, args.overwrite):
             print(f"{out} is complete (same flags and inputs): nothing to do")
         else:
+            fetch_tokenizer_shards(plan, args)
             build(plan, args)
             print(f"done in {time.time() - started:.0f}s: {out}")
         if not args.skip_upload:
             hub.upload_dataset(out, flags.hub_repo_id(args), [os.path.join(out, MANIFEST_FILE)])
 
 
+@contextlib.contextmanager
+def parquet_dir_claim(parquet_dir: str, deleting: bool):
+    """Runs may share a parquet folder (a cache: each file is downloaded once), but one that deletes
+    shards there (--max-cached-shards) must have it to itself."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(os.path.join(parquet_dir, "shards"), shared=not deleting, wait=False))
+        except BlockingIOError:
+            raise OutputError("another pretrain run uses this parquet folder" + (
+                "" if deleting else " with --max-cached-shards (it deletes shards there)"),
+                f"--parquet-dir {parquet_dir}", "wait for it, or give this run a folder of its own") from None
+        yield
+
+
 def make_plan(args: argparse.Namespace, out: str) -> Plan:
-    """The run's shards and settings; the tokenizer's shards downloaded (and every local one checked)."""
+    """The run's shards and settings (every local shard checked; nothing downloaded yet: a complete
+    dataset is recognized offline)."""
     corpus = get_corpus(args.corpus)
     parquet_dir = args.parquet_dir or default_parquet_dir(corpus)
     names = shard_names(corpus, args.num_shards, args.files, parquet_dir, local_only=args.parquet_dir is not None)
@@ -156,12 +180,37 @@ def make_plan(args: argparse.Namespace, out: str) -> Plan:
     shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column)
     bin_subdir = corpus.bin_subdir if args.bin_subdir is None else args.bin_subdir
     shards.check_local()
-    tok_paths = shards.fetch_all(names[:args.tok_train_shards])
+    warn_if_short_of_disk(shards, out, args.max_cached_shards)
+    tok_paths = shards.paths(names[:args.tok_train_shards])
     training = training_settings(args, tok_paths[:-1])
+    # the shards' key: the tokenizer's settings, not its shards' content (the fingerprint covers that)
+    tokenizer = {**training, "train_shards": [name for name, _ in training["train_shards"]]}
     key = {"corpus": corpus.name, "files": names, "text_column": args.text_column, "shard_size": args.shard_size,
-           "keep_partial": args.keep_partial, "bin_subdir": bin_subdir, "tokenizer": training}
+           "keep_partial": args.keep_partial, "bin_subdir": bin_subdir, "tokenizer": tokenizer}
     return Plan(corpus, out, shards, bin_subdir, os.path.join(out, bin_subdir) if bin_subdir else out,
                 flags.tokenizer_dir(args), tok_paths, training, Progress(os.path.join(out, STATE_FILE), key))
+
+
+def warn_if_short_of_disk(shards: Shards, out: str, max_cached: int | None) -> None:
+    """Warn (estimates are rough) when the disks may not hold the shards to download and the tokens."""
+    sizes = [os.path.getsize(p) for p in shards.paths() if os.path.exists(p)]
+    typical = sum(sizes) / len(sizes) if sizes else TYPICAL_SHARD_BYTES
+    missing = len(shards.names) - len(sizes)
+    flags.warn_if_short_of_disk(out, int(SHARD_BYTES_PER_PARQUET_BYTE * (sum(sizes) + typical * missing)),
+                                f"the tokens of {len(shards.names)} shards")
+    flags.warn_if_short_of_disk(shards.parquet_dir, int(typical * min(missing, max_cached or missing)),
+                                f"downloading {missing} shards" + (f", {max_cached} at a time" if max_cached else ""))
+
+
+def fetch_tokenizer_shards(plan: Plan, args: argparse.Namespace) -> None:
+    """Download the tokenizer's shards, then check the folder again with their content known."""
+    missing = [p for p in plan.shards.paths() if not os.path.exists(p)]
+    if missing:  # the run will download: find out now, not after training, when it cannot
+        check_reachable(plan.shards.base_url, f"download the shards elsewhere and pass --parquet-dir DIR "
+                                              f"({len(missing)} of the run's shards are not in {plan.shards.parquet_dir})")
+    plan.shards.fetch_all(plan.shards.names[:args.tok_train_shards])
+    plan.training = training_settings(args, plan.tok_paths[:-1])
+    claim_folder(plan, args.overwrite)
 
 
 def build(plan: Plan, args: argparse.Namespace) -> None:
@@ -224,10 +273,12 @@ def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace
 
 
 def training_settings(args: argparse.Namespace, train_paths: list[str]) -> dict:
-    """What defines the tokenizer: the same settings and inputs train the same tokenizer."""
+    """What defines the tokenizer: the same settings and inputs train the same tokenizer. A shard not
+    on disk (yet) has an unknown identity: None."""
     return {"vocab_size": args.vocab_size, "max_chars": args.max_chars, "doc_cap": args.doc_cap,
             "text_column": args.text_column,
-            "train_shards": [[os.path.basename(p), file_identity(p)] for p in train_paths]}
+            "train_shards": [[os.path.basename(p), file_identity(p) if os.path.exists(p) else None]
+                             for p in train_paths]}
 
 
 def claim_folder(plan: Plan, overwrite: bool) -> bool:
@@ -240,9 +291,12 @@ def claim_folder(plan: Plan, overwrite: bool) -> bool:
     differences = []
     trained = _read_json(os.path.join(tok_dir, TRAINING_FILE)) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
     if trained is not None:
-        differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training)
+        differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training) if trained else \
+            [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
     old_key = Progress.read_key(progress.path)
-    if old_key is not None:
+    if old_key and old_key.get("unreadable"):
+        differences.append(f"shards: {STATE_FILE} does not read (damaged)")
+    elif old_key is not None:
         differences += _differences("shards", old_key, progress.state["key"])
     elif _shard_files(bin_dir):
         differences.append(f"{bin_dir} has .bin shards this tool has no record of")
@@ -273,8 +327,9 @@ def _differences(what: str, folder: dict, command: dict) -> list[str]:
     for k in command:
         if folder.get(k) != command[k]:
             if k == "train_shards" and folder.get(k) and [n for n, _ in folder[k]] == [n for n, _ in command[k]]:
-                changed = [n for (n, a), (_, b) in zip(folder[k], command[k]) if a != b]
-                out.append(f"{what}: training shard(s) {', '.join(changed)} changed content since it was trained")
+                changed = [n for (n, a), (_, b) in zip(folder[k], command[k]) if a != b and b is not None]
+                if changed:  # (a shard not downloaded yet is checked once it is)
+                    out.append(f"{what}: training shard(s) {', '.join(changed)} changed content since it was trained")
             elif k == "files":
                 out.append(f"{what}: other input files ({len(folder.get(k) or [])} in the folder, "
                            f"{len(command[k])} in the command)")
@@ -369,8 +424,7 @@ def check_round_trip(tok: RustBPETokenizer, documents: list[str]) -> None:
 def write_token_bytes(tok: RustBPETokenizer, tok_dir: str) -> list[FileRecord]:
     """token_bytes.pt as the consumers count (UTF-8 length of each token's decoded string, as nanochat's
     bits-per-byte does), and token_bytes_exact.pt (the raw bytes each token stands for)."""
-    import torch
-
+    torch = import_torch()
     return [torch_save(torch.tensor(tok.token_byte_lengths(exact=exact), dtype=torch.int32),
                        os.path.join(tok_dir, name))
             for name, exact in (("token_bytes.pt", False), ("token_bytes_exact.pt", True))]

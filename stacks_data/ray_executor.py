@@ -2,7 +2,7 @@
 The Ray executor: a step's work items as Ray tasks, on a cluster or on a Ray instance of our own.
 
 Same contract as parallel.ordered_map: the same step function runs unchanged, results come back in
-item order with at most 2 * num_workers in flight, the setup runs once per worker process (read with
+item order with at most parallel.IN_FLIGHT * num_workers in flight, the setup runs once per worker process (read with
 parallel.worker_state()), and an error is one line naming the item. A task whose worker dies (a node
 lost, an OOM kill) is retried elsewhere by Ray (max_retries); one that fails for good stops the step
 as the local executor would, with what was packed so far resumable.

@@ -94,7 +94,7 @@ class RustBPETokenizer:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            raise InputError("no tokenizer", path, "run `python data/dataset_and_vocab.py` first (it trains one)") from None
+            raise InputError("no tokenizer", path, "run step 1 first (stacks-data pretrain): it trains one") from None
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise InputError("the tokenizer is not the one config.json names (tokenizer_sha256 differs)", path,
                              "re-download the dataset or rerun step 1")

@@ -30,6 +30,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError("uploading needs a hub user or organization", "--hf-user",
                         "pass --hf-user USER (or set $HF_USER)")
     args.dataset_name = args.dataset_name or os.path.basename(os.path.abspath(args.dataset_dir))
+    if not args.dry_run:
+        hub.check_upload_possible(f"{args.hf_user}/{args.dataset_name}", "--hf-user / --dataset-name")
 
 
 def run(args: argparse.Namespace) -> None:

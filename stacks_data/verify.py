@@ -27,6 +27,7 @@ from stacks_data import flags
 from stacks_data.binfile import HEADER_BYTES, MAGIC, VERSION
 from stacks_data.errors import InputError, UserError
 from stacks_data.files import human_bytes
+from stacks_data.interrupts import import_torch
 from stacks_data.manifest import CONFIG_FILE, find_manifests, read_manifest
 from stacks_data.parallel import ordered_map
 from stacks_data.progress import bar
@@ -110,7 +111,7 @@ def check_file(item) -> tuple[list[str], int]:
     problems = []
     if name.endswith(".bin"):
         problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=not quick)
-    elif name.endswith(".pt"):
+    elif name.endswith(".pt") and not quick:  # loading a large .pt takes a while: not in a quick check
         problems += _check_pt(local, rel, step)
     if not quick:
         digest = hashlib.sha256()
@@ -142,7 +143,7 @@ def _check_bin(path: str, rel: str, vocab: int | None, mask: bool, scan: bool) -
 
 
 def _check_pt(path: str, rel: str, step: str | None) -> list[str]:
-    import torch
+    torch = import_torch()
 
     try:
         data = torch.load(path, weights_only=True)
@@ -170,7 +171,7 @@ def _unlisted(dataset_dir: str, listed: set[str]) -> list[str]:
     return sorted(out)
 
 
-def _read_json(path: str):
+def _read_json(path: str) -> dict | list | None:
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
@@ -178,9 +179,15 @@ def _read_json(path: str):
         return None
 
 
+def _read_config(path: str) -> dict:
+    """A config.json as a dict ({} when it is missing, unreadable or not an object)."""
+    config = _read_json(path)
+    return config if isinstance(config, dict) else {}
+
+
 def _vocab_size(dataset_dir: str) -> int | None:
-    config = _read_json(os.path.join(dataset_dir, CONFIG_FILE)) or {}
-    return config.get("vocab_size")
+    vocab = _read_config(os.path.join(dataset_dir, CONFIG_FILE)).get("vocab_size")
+    return vocab if isinstance(vocab, int) else None
 
 
 def _tokens(entry: dict) -> int:
@@ -193,12 +200,12 @@ def _check_configs(dataset_dir: str, entries: list[tuple[str, dict]]) -> list[st
     by_step: dict[str, list[dict]] = {}
     for step, f in entries:
         by_step.setdefault(step, []).append(f)
-    root = _read_json(os.path.join(dataset_dir, CONFIG_FILE)) or {}
+    root = _read_config(os.path.join(dataset_dir, CONFIG_FILE))
     for step, step_files in by_step.items():
         config_entry = next((f for f in step_files if f["path"].endswith(CONFIG_FILE)), None)
-        config = _read_json(os.path.join(dataset_dir, *config_entry["path"].split("/"))) if config_entry else None
-        if not isinstance(config, dict):
-            problems.append(f"{step}: its config.json is missing or unreadable")
+        config = _read_config(os.path.join(dataset_dir, *config_entry["path"].split("/"))) if config_entry else {}
+        if not config:
+            problems.append(f"{step}: its config.json is missing, unreadable or not a JSON object")
             continue
         where = config_entry["path"]
         if step == "pretrain":
@@ -229,7 +236,9 @@ def _check_configs(dataset_dir: str, entries: list[tuple[str, dict]]) -> list[st
                     problems.append(f"{where}: {split}_shards / {split}_tokens do not match the listed shards")
         elif step in ("core-eval", "chat-eval"):
             files = {os.path.basename(f["path"]) for f in step_files}
-            missing = [t["file"] for t in config.get("tasks", []) if t.get("file") not in files]
+            tasks = config.get("tasks") if isinstance(config.get("tasks"), list) else []
+            missing = [t.get("file") if isinstance(t, dict) else t for t in tasks
+                       if not isinstance(t, dict) or t.get("file") not in files]
             if missing:
                 problems.append(f"{where}: task file(s) {missing} are not listed in its manifest")
         fingerprint = config.get("tokenizer_fingerprint")

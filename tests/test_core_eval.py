@@ -462,7 +462,7 @@ def test_download_retries_faults_then_extracts(workdir, file_server, tok):
     path = core_eval.fetch_bundle(f"{file_server.url}/eval_bundle.zip", str(out), backoff=0)
     assert path == str(out / "eval_bundle")
     assert file_server.requests.count("/eval_bundle.zip") == 4
-    assert sorted(os.listdir(out)) == ["eval_bundle"]  # no zip, .part or temp folder left
+    assert sorted(os.listdir(out)) == [".locks", "eval_bundle"]  # no zip, .part or temp folder left
     assert (out / "eval_bundle" / "eval_data" / "mc.jsonl").read_bytes() == (workdir / "bundle" / "eval_data" / "mc.jsonl").read_bytes()
     # once there, it is not downloaded again
     core_eval.fetch_bundle(f"{file_server.url}/eval_bundle.zip", str(out), backoff=0)
@@ -488,7 +488,7 @@ def test_corrupt_zip_is_retried_then_rejected(workdir, file_server):
     with pytest.raises(NetworkError, match="3 attempts"):
         core_eval.fetch_bundle(f"{file_server.url}/eval_bundle.zip", str(out), retries=2, backoff=0)
     assert file_server.requests.count("/eval_bundle.zip") == 3
-    assert os.listdir(out) == []  # nothing half-done under any name
+    assert os.listdir(out) == [".locks"]  # nothing half-done under any name
 
 
 def test_failed_extraction_leaves_no_bundle(workdir, file_server, monkeypatch):
@@ -503,7 +503,7 @@ def test_failed_extraction_leaves_no_bundle(workdir, file_server, monkeypatch):
     out = workdir / "dl"
     with pytest.raises(OSError, match="No space left"):
         core_eval.fetch_bundle(f"{file_server.url}/eval_bundle.zip", str(out), backoff=0)
-    assert sorted(os.listdir(out)) == ["eval_bundle.zip"]  # the checked zip is kept, no partial folder
+    assert sorted(os.listdir(out)) == [".locks", "eval_bundle.zip"]  # the checked zip is kept, no partial folder
     monkeypatch.setattr(zipfile.ZipFile, "extractall", real_extractall)
     core_eval.fetch_bundle(f"{file_server.url}/eval_bundle.zip", str(out), backoff=0)
     assert file_server.requests.count("/eval_bundle.zip") == 1  # reused the kept zip

@@ -40,7 +40,7 @@ def test_climbmix_writes_its_shards_to_the_climbmix_folder(tmp_path):
     docs = write_corpus(tmp_path / "parquet", num_files=4)
     run_step("pretrain", ["--corpus", "climbmix", "--parquet-dir", str(tmp_path / "parquet"), "--num-shards", "4",
                           *small(tmp_path)])
-    out = tmp_path / "out" / "climbmix_0k_2_4"  # the default name follows the corpus and the flags
+    out = tmp_path / "out" / "climbmix_320_2_4"  # the default name follows the corpus and the flags
     config = json.loads((out / "config.json").read_text())
     assert config["bin_subdir"] == "climbmix" and config["source"]["corpus"] == "climbmix"
     assert config["source"]["repo_id"] == "karpathy/climbmix-400b-shuffle"
@@ -67,14 +67,14 @@ def test_any_parquet_dataset_on_the_hub(tmp_path, hub):
     (tmp_path / "cache").mkdir()
     run_step("pretrain", ["--corpus", "hf:me/web", "--files", "data/*.parquet", "--text-column", "content",
                           "--parquet-dir", str(tmp_path / "cache"), *small(tmp_path)])
-    out = tmp_path / "out" / "web_0k_2_all"  # every matching file: the last one is val
+    out = tmp_path / "out" / "web_320_2_all"  # every matching file: the last one is val
     config = json.loads((out / "config.json").read_text())
     assert config["source"]["val_files"] == ["data/part-00002.parquet"]
     assert config["source"]["train_files"] == ["data/part-00000.parquet", "data/part-00001.parquet"]
     assert config["source"]["text_column"] == "content" and config["source"]["repo_id"] == "me/web"
     assert config["val_documents"] == len(texts[2]) and config["train_documents"] == len(texts[0]) + len(texts[1])
-    assert sorted(os.listdir(tmp_path / "cache" / "data")) == ["part-00000.parquet", "part-00001.parquet",
-                                                              "part-00002.parquet"]
+    assert sorted(n for n in os.listdir(tmp_path / "cache" / "data") if not n.startswith(".")) == [
+        "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
 
     # offline, from a folder in the repo's layout: the same shards, no request
     hub.requests.clear()
@@ -82,7 +82,7 @@ def test_any_parquet_dataset_on_the_hub(tmp_path, hub):
                           "--parquet-dir", str(tmp_path / "cache"), *small(tmp_path, "--out-dir",
                                                                            str(tmp_path / "offline"))])
     assert hub.requests == []
-    offline = tmp_path / "offline" / "web_0k_2_all"
+    offline = tmp_path / "offline" / "web_320_2_all"
     bins = sorted(n for n in os.listdir(out) if n.endswith(".bin"))
     assert bins and all((out / n).read_bytes() == (offline / n).read_bytes() for n in bins)
 

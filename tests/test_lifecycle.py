@@ -124,7 +124,8 @@ def test_changed_input_content_is_tokenized_again(corpus):
     # the same names in another folder, one train file with other documents
     os.makedirs(corpus / "other")
     for name in os.listdir(corpus / "parquet"):
-        os.link(corpus / "parquet" / name, corpus / "other" / name)
+        if name.endswith(".parquet"):
+            os.link(corpus / "parquet" / name, corpus / "other" / name)
     os.remove(corpus / "other" / "shard_00002.parquet")
     pq.write_table(pa.table({"text": make_docs(60, seed=99)}), corpus / "other" / "shard_00002.parquet",
                    row_group_size=25)
@@ -257,6 +258,8 @@ def test_locks(tmp_path):
     with DatasetLock(ds, "pretrain"):
         with pytest.raises(OutputError, match=rf"`pretrain` PID {os.getpid()} is writing the tokenizer"):
             DatasetLock(ds, "chat-eval").__enter__()
+        with pytest.raises(OutputError, match=rf"`pretrain` PID {os.getpid()} is writing the tokenizer"):
+            DatasetLock(ds, "download").__enter__()  # another writer
     with DatasetLock(ds, "pretrain"):  # everything was released
         pass
 

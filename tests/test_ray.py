@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-import ray  # not skipped when missing: these tests must run where they are selected
 
 import test_core_eval
 import test_sft
@@ -25,6 +24,8 @@ pytestmark = pytest.mark.ray
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
+    import ray  # here, not at the top: collected without Ray installed, selected they fail without it
+
     ray_executor.connect(None, 2)  # the instance every --executor ray run of this module joins
     yield
     ray.shutdown()
@@ -89,7 +90,7 @@ def test_errors_are_one_line_naming_the_item():
 
 
 def test_an_absent_cluster_fails_fast(monkeypatch):
-    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr("ray.is_initialized", lambda: False)
     t0 = time.time()
     with pytest.raises(NetworkError, match=r"nothing answers there \(--ray-address 127.0.0.1:1\): start one"):
         ray_executor.connect("127.0.0.1:1", 2)

@@ -58,6 +58,7 @@ class Watcher:
 def test_tokenizes_while_downloading(served, file_server):
     root, reference = served
     os.makedirs(root / "cache")
+    file_server.delay = 0.6  # slower than the tokenizer's training and report: the download outlasts them
     watcher = Watcher(root / "cache", root / "out" / "ds")
     run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url))
     samples = watcher.finish()
@@ -119,3 +120,32 @@ def test_max_cached_shards_must_hold_the_tokenizer_shards(tmp_path):
     with pytest.raises(Exception, match=r"must be at least 4, got 3 \(--max-cached-shards\)"):
         run_step("pretrain", ["--parquet-dir", str(tmp_path), "--tok-train-shards", "4", "--max-cached-shards", "3",
                               "--skip-upload", "--out-dir", str(tmp_path / "out")])
+
+
+def test_a_complete_dataset_is_recognized_without_its_shards(served, capsys):
+    root, reference = served
+    os.makedirs(root / "empty")
+    capsys.readouterr()
+    # the shards are gone and the server does not answer: nothing is needed to see the work is done
+    run_step("pretrain", argv(root, "ref", str(root / "empty"), "--base-url", "http://127.0.0.1:1"))
+    assert "is complete (same flags and inputs): nothing to do" in capsys.readouterr().out
+    assert tree(root / "ref" / "ds") == reference
+
+
+def test_max_cached_shards_never_deletes_the_users_own_files(served):
+    root, reference = served
+    before = sorted(os.listdir(root / "parquet"))
+    run_step("pretrain", argv(root, "out", str(root / "parquet"), "--max-cached-shards", "3"))
+    assert sorted(os.listdir(root / "parquet")) == before
+    assert {k: v for k, v in tree(root / "out" / "ds").items() if k.endswith(".bin")} == \
+           {k: v for k, v in reference.items() if k.endswith(".bin")}
+
+
+def test_a_capped_run_has_its_parquet_folder_to_itself(served):
+    from stacks_data.errors import OutputError
+    from stacks_data.files import locked
+
+    root, _ = served
+    with locked(str(root / "parquet" / "shards"), shared=True):  # another run reading that folder
+        with pytest.raises(OutputError, match=r"another pretrain run uses this parquet folder \(--parquet-dir"):
+            run_step("pretrain", argv(root, "out", str(root / "parquet"), "--max-cached-shards", "3"))
