@@ -13,6 +13,7 @@ import os
 from stacks_data import flags, hub
 from stacks_data.errors import FlagError, InputError
 from stacks_data.files import human_bytes
+from stacks_data.outputs import DatasetLock
 from stacks_data.verify import verify
 
 
@@ -35,6 +36,11 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    with DatasetLock(args.dataset_dir, "upload"):  # not while step 1 rewrites the folder, nor twice at once
+        upload(args)
+
+
+def upload(args: argparse.Namespace) -> None:
     problems, _, _ = verify(args.dataset_dir, quick=True)
     if problems:
         for problem in problems:
