@@ -126,7 +126,7 @@ def main():
         for n in args.workers:
             best = {}
             for _ in range(args.trials):
-                measured = {
+                measurements = {
                     "raw tiktoken": lambda: raw_rate(tokdir, "tiktoken", paths, n),
                     "raw fastokens": lambda: raw_rate(tokdir, "fastokens", paths, n),
                     "pipeline tiktoken": lambda: pipeline_rate(tokdir, paths, Executor(n), "tiktoken", workdir,
@@ -135,9 +135,9 @@ def main():
                                                                 10_000_000, runs)[0],
                 }
                 if args.executor == "ray":
-                    measured["pipeline fastokens, ray"] = lambda: pipeline_rate(
+                    measurements["pipeline fastokens, ray"] = lambda: pipeline_rate(
                         tokdir, paths, Executor(n, "ray"), "fastokens", workdir, 10_000_000, runs)[0]
-                for name, measure in measured.items():
+                for name, measure in measurements.items():
                     runs += 1
                     best[name] = max(best.get(name, 0), measure())
             raw_tt, raw_ft = best["raw tiktoken"], best["raw fastokens"]

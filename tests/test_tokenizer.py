@@ -57,7 +57,7 @@ def test_save_and_load(tok, tmp_path):
     loaded = RustBPETokenizer.from_directory(tmp_path)
     assert loaded.fingerprint() == tok.fingerprint()
     assert loaded.get_bos_token_id() == tok.get_bos_token_id()
-    with pytest.raises(InputError, match="dataset_and_vocab"):
+    with pytest.raises(InputError, match="run step 1 first"):
         RustBPETokenizer.from_directory(tmp_path / "missing")
     sha = hashlib.sha256((tmp_path / "tokenizer.pkl").read_bytes()).hexdigest()
     assert RustBPETokenizer.from_directory(tmp_path, sha256=sha).fingerprint() == tok.fingerprint()
