@@ -181,6 +181,7 @@ class ShardStream:
         self.index = {path: i for i, path in enumerate(order)}
         self.lookahead = min(lookahead, max_cached) if max_cached else lookahead
         self.state = {path: "ready" if os.path.exists(path) else "absent" for path in order}
+        self.downloads = sum(state == "absent" for state in self.state.values())  # at the start
         self.pinned = set(pinned)
         self.errors: dict[str, BaseException] = {}
         self.reading = 0  # index in order of the shard the reader asked for last

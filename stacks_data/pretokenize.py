@@ -307,18 +307,20 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
                 new_tokens += packer.add(where, tokens, docs, chars)
                 display.update(where[2])  # a file's last row group: one more shard of input done
                 elapsed = max(time.time() - t0, 1e-9)
-                display.set_postfix_str(f"downloaded {shards.shards_ready()}/{len(order)}, in "
-                                        f"{shards.downloaded_bytes / elapsed / 1e6:.1f} MB/s, out "
-                                        f"{new_tokens / elapsed / 1e6:.2f}M tok/s")
+                fetched = (f"downloaded {shards.shards_ready()}/{len(order)}, in "
+                           f"{shards.downloaded_bytes / elapsed / 1e6:.1f} MB/s, " if shards.downloads else "")
+                display.set_postfix_str(f"{fetched}out {new_tokens / elapsed / 1e6:.2f}M tok/s")
     finally:
         shards.close()
     stats = {packer.split: packer.finish() for packer in packers}
     seconds = time.time() - t0
     if new_tokens:
-        # where the time went: waiting for downloads (download-bound), or not (tokenize-bound)
-        bound = "download-bound" if shards.waited > 0.1 * seconds else "tokenize-bound"
-        say(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s ({new_tokens / max(seconds, 1e-9):,.0f} tok/s); "
-            f"waited {shards.waited:.1f}s for downloads ({human_bytes(shards.downloaded_bytes)}): {bound}")
+        fetched = ""
+        if shards.downloads:  # where the time went: waiting for downloads, or not
+            bound = "download-bound" if shards.waited > 0.1 * seconds else "tokenize-bound"
+            fetched = f"; waited {shards.waited:.1f}s for downloads ({human_bytes(shards.downloaded_bytes)}): {bound}"
+        say(f"tokenized {new_tokens:,} tokens in {seconds:.1f}s ({new_tokens / max(seconds, 1e-9):,.0f} tok/s)"
+            f"{fetched}")
     return stats, [record for packer in packers for record in packer.shard_records()]
 
 
