@@ -248,7 +248,7 @@ class SplitPacker:
 class LocalShards:
     """The input files, all on disk already (what ShardStream is when nothing is downloaded)."""
 
-    waited = downloaded_bytes = 0
+    waited = downloaded_bytes = downloads = 0
 
     def __init__(self, order: list[str]):
         self.order = order
