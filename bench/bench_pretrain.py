@@ -29,7 +29,9 @@ import rustbpe
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("TQDM_DISABLE", "1")  # the pipelines' progress bars would bury the figures
 
+from peak_memory import measured  # noqa: E402
 from stacks_data.encoder import FastokensEncoder  # noqa: E402
 from stacks_data.parallel import Executor  # noqa: E402
 from stacks_data.parquet import iter_texts  # noqa: E402
