@@ -251,6 +251,10 @@ def build(plan: Plan, args: argparse.Namespace) -> None:
     for split in ("val", "train"):
         say(f"{split}: {stats[split]['shards']} shards, {stats[split]['tokens']:,} tokens "
             f"({human_bytes(stats[split]['bytes'])})")
+    if not stats["train"]["shards"]:  # a complete folder, but nothing for a training script to read
+        print(f"warning: no train shards: the train split's {stats['train']['dropped_tokens']:,} tokens are fewer "
+              f"than --shard-size {args.shard_size:,}: pass a smaller --shard-size, more --num-shards, or "
+              f"--keep-partial", file=sys.stderr)
 
 
 def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace) -> list[FileRecord]:

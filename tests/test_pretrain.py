@@ -88,6 +88,20 @@ def test_keep_partial_and_bin_subdir(corpus, tmp_path):
     assert json.loads((out / "config.json").read_text())["bin_subdir"] == "fineweb_edu"
 
 
+def test_no_train_shard_is_a_warning(corpus, tmp_path, capsys):
+    parquet_dir, _ = corpus
+    out = pretrain(parquet_dir, tmp_path / "out", "--shard-size", "10000000")
+    config = json.loads((out / "config.json").read_text())
+    assert config["train_shards"] == 0 and config["train_dropped_tokens"] > 0
+    assert not bins(out, "train_")
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if line.startswith("warning: no train shards")]
+    assert len(warning) == 1 and f"{config['train_dropped_tokens']:,} tokens" in warning[0]
+    assert "--keep-partial" in warning[0]
+    pretrain(parquet_dir, tmp_path / "kept", "--shard-size", "10000000", "--keep-partial")
+    assert "no train shards" not in capsys.readouterr().err
+
+
 def test_workers_do_not_change_bytes(corpus, tmp_path):
     parquet_dir, _ = corpus
     one = pretrain(parquet_dir, tmp_path / "one")
