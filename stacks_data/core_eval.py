@@ -434,6 +434,8 @@ def run(args: argparse.Namespace) -> None:
     with DatasetLock(dataset, STEP):
         bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
         tasks = load_bundle(bundle)
+        for task in tasks:  # every row checked before any work (0.3 s for the whole bundle; workers read them again)
+            load_examples(task)
         tok = flags.load_tokenizer(args)
         with StagedFolder(dataset, SUBDIR) as folder:
             # biggest tasks first, so that one does not start last and run alone; each task's file is the

@@ -421,6 +421,18 @@ def test_rerun_replaces_files_of_an_earlier_run(workdir):
     assert sorted(out_files(out)) == ["config.json", "lm.pt", "manifest.json", "mc.pt", "sch.pt"]
 
 
+def test_a_bad_row_in_the_last_task_is_found_before_any_work(workdir, monkeypatch):
+    with open(workdir / "bundle" / "eval_data" / "lm.jsonl", "a") as f:
+        f.write('{"context": "no continuation"}\n')
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("outputs were staged before every row was checked")
+
+    monkeypatch.setattr(core_eval, "StagedFolder", no_work)
+    with pytest.raises(InputError, match=r"missing key.*lm.jsonl:4"):
+        run_core(workdir / "out", "--eval-bundle", str(workdir / "bundle"), "--skip-upload", "--num-workers", "2")
+
+
 def test_torch_save_plain_writes_torch_save_bytes(tmp_path):
     payload = {"a": [{"tokens": list(range(300)), "start_idx": 3}], "b": {1: 2}, "c": 25.0, "d": "x"}
     os.makedirs(tmp_path / "1")
