@@ -137,11 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    flags.check_common(args)
-    flags.check_at_least(args, "--max-seq-len", 1)
-    if args.hf_mirror:
-        flags.check_input_dir(args.hf_mirror, "--hf-mirror")
-    flags.check_tokenizer_exists(args)
+    flags.check_eval_step(args, "--hf-mirror")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -92,7 +92,10 @@ def run_step(command: str, argv: list[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
+    from stacks_data.flags import check_upload
+
     args.module.check_args(args)  # every flag, alone and together, before any download or write
+    check_upload(args)  # the network last
     args.module.run(args)
 
 

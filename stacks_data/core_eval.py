@@ -421,11 +421,7 @@ def _cost(task: Task) -> int:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    flags.check_common(args)
-    flags.check_at_least(args, "--max-seq-len", 1)
-    if args.eval_bundle:
-        flags.check_input_dir(args.eval_bundle, "--eval-bundle")
-    flags.check_tokenizer_exists(args)
+    flags.check_eval_step(args, "--eval-bundle")
 
 
 def run(args: argparse.Namespace) -> None:

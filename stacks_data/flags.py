@@ -77,22 +77,38 @@ def check_at_least(args: argparse.Namespace, flag: str, low: int, high: int | No
 
 
 def check_common(args: argparse.Namespace) -> None:
-    """The flags every step has: upload destination, output folder, workers."""
-    if not args.skip_upload and not args.hf_user:
-        raise FlagError("uploading needs a hub user or organization", "--hf-user",
-                        "pass --hf-user USER (or set $HF_USER), or --skip-upload")
+    """The flags every step has: workers, output folder, upload destination."""
     if hasattr(args, "num_workers"):
         check_at_least(args, "--num-workers", 1)
     if getattr(args, "ray_address", None) and args.executor != "ray":
-            raise FlagError("--ray-address is for the Ray executor", "--ray-address", "add --executor ray")
+        raise FlagError("--ray-address is for the Ray executor", "--ray-address", "add --executor ray")
     if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
         raise FlagError(f"{args.dataset_name!r} is not a folder name", "--dataset-name", "pass a plain name")
     check_writable_dir(args.out_dir, "--out-dir")
     check_output_folders(dataset_dir(args), tokenizer_dir(args))
-    if not args.skip_upload:
+    if not args.skip_upload and not args.hf_user:
+        raise FlagError("uploading needs a hub user or organization", "--hf-user",
+                        "pass --hf-user USER (or set $HF_USER), or --skip-upload")
+
+
+def check_upload(args: argparse.Namespace) -> None:
+    """A step that uploads at the end: the repo id is valid and the hub answers, before any work (after
+    every local check: those need no network)."""
+    if not getattr(args, "skip_upload", True):
         from stacks_data.hub import check_upload_possible
 
         check_upload_possible(hub_repo_id(args), "--hf-user")
+
+
+def check_eval_step(args: argparse.Namespace, input_flag: str) -> None:
+    """The flags of the eval steps (CORE eval, chat eval): the common ones, --max-seq-len, their input
+    folder (`input_flag`) when given, and the tokenizer step 1 made."""
+    check_common(args)
+    check_at_least(args, "--max-seq-len", 1)
+    folder = getattr(args, input_flag.lstrip("-").replace("-", "_"))
+    if folder:
+        check_input_dir(folder, input_flag)
+    check_tokenizer_exists(args)
 
 
 def check_output_folders(*paths: str) -> None:

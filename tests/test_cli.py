@@ -72,6 +72,9 @@ CASES = [
     ("dataset-name a path", lambda p: pretrain(p, "--dataset-name", "a/b"), {}, 2, "(--dataset-name)"),
     ("upload without a user", lambda p: [a for a in pretrain(p) if a != "--skip-upload"], {"HF_USER": ""}, 2,
      "(--hf-user)"),
+    ("upload to an absent hub, and a bad flag: the flag first", lambda p: [
+        *[a for a in pretrain(p, "--shard-size", "0") if a != "--skip-upload"], "--hf-user", "u"],
+     {"HF_ENDPOINT": UNRESOLVABLE}, 2, "(--shard-size)"),
     ("tokenizer path is a file", lambda p: pretrain(p, "--out-dir", f"{p}/blocked", "--dataset-name", "ds"), {}, 1,
      "/blocked/ds/tokenizer)"),
     # step 1: inputs and network
