@@ -173,8 +173,9 @@ class SplitPacker:
         self.start = (last["file"], last["group"])
         self.skip = last["offset"]
         self.docs, self.chars = last["docs"], last["chars"]
+        self.mismatches = last.get("mismatches", 0)  # documents the fast encoder got wrong (see encoder.py)
         self.position = len(shards) * shard_size - self.skip  # stream position at the start of that group
-        self.group_start = (*self.start, self.position, self.docs, self.chars)
+        self.group_start = (*self.start, self.position, self.docs, self.chars, self.mismatches)
         self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=len(shards),
                                   on_shard=self._on_shard)
 
@@ -206,23 +207,26 @@ class SplitPacker:
                     yield (index, group, group == groups[-1]), (path, group, first_row, column)
                 first_row += metadata.row_group(group).num_rows
 
-    def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int) -> int:
+    def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int, mismatches: int) -> int:
         """Append one row group's tokens (minus what an earlier run already wrote); returns tokens added."""
-        self.group_start = (*where[:2], self.position, self.docs, self.chars)
+        self.group_start = (*where[:2], self.position, self.docs, self.chars, self.mismatches)
         skip, self.skip = self.skip, 0
         self.writer.add(tokens[skip:])
         self.position += len(tokens)
         self.docs += docs
         self.chars += chars
+        self.mismatches += mismatches
         return len(tokens) - skip
 
     def _on_shard(self, index: int, _) -> None:
         # shard `index` is on disk: record where it ended, so a restart picks up from there
-        file, group, position, docs, chars = self.group_start
+        # (the counts are those before that row group: a restart tokenizes it again and counts it then)
+        file, group, position, docs, chars, mismatches = self.group_start
         record = self.writer.records[-1]
         self.done["shards"].append({"file": file, "group": group,
-                                    "offset": (index + 1) * self.shard_size - position,
-                                    "docs": docs, "chars": chars, "size": record.size, "sha256": record.sha256})
+                                    "offset": (index + 1) * self.shard_size - position, "docs": docs,
+                                    "chars": chars, "mismatches": mismatches, "size": record.size,
+                                    "sha256": record.sha256})
         self.progress.save()
 
     def finish(self) -> dict:
@@ -232,7 +236,7 @@ class SplitPacker:
         self.writer.close(self.keep_partial)
         shards = self.done["shards"]
         self.done["result"] = {"shards": len(shards), "tokens": self.position - dropped, "dropped_tokens": dropped,
-                               "documents": self.docs, "chars": self.chars,
+                               "documents": self.docs, "chars": self.chars, "encoder_mismatches": self.mismatches,
                                "bytes": sum(s["size"] for s in shards)}
         self.progress.save()
         say(f"{self.split}: {self.docs:,} docs -> {self.position - dropped:,} tokens in {len(shards)} shards "
@@ -302,9 +306,7 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
                 if packer is not current and current is not None:
                     current.finish()
                 current = packer
-                if mismatches:  # counted across resumed runs, for config.json
-                    progress.state["encoder_mismatches"] = progress.state.get("encoder_mismatches", 0) + mismatches
-                new_tokens += packer.add(where, tokens, docs, chars)
+                new_tokens += packer.add(where, tokens, docs, chars, mismatches)
                 display.update(where[2])  # a file's last row group: one more shard of input done
                 elapsed = max(time.time() - t0, 1e-9)
                 fetched = (f"downloaded {shards.shards_ready()}/{len(order)}, in "

@@ -468,5 +468,5 @@ def make_config(tok: RustBPETokenizer, args, plan: Plan, stats: dict) -> dict:
         config.update({f"{split}_shards": s["shards"], f"{split}_tokens": s["tokens"],
                        f"{split}_documents": s["documents"], f"{split}_dropped_tokens": s["dropped_tokens"]})
     # documents the fast encoder got wrong (their row groups were encoded with tiktoken): 0, or a bug to report
-    config["encoder_mismatches"] = plan.progress.state.get("encoder_mismatches", 0)
+    config["encoder_mismatches"] = sum(stats[split].get("encoder_mismatches", 0) for split in ("train", "val"))
     return config

@@ -165,6 +165,31 @@ def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
     assert calls == [] and files_bytes(out) == reference
 
 
+def test_encoder_mismatches_are_counted_once_across_a_resume(corpus, tmp_path, monkeypatch):
+    parquet_dir, _ = corpus
+    real_task = pretokenize.tokenize_row_group
+    monkeypatch.setattr(pretokenize, "tokenize_row_group", lambda task: (*real_task(task)[:3], 1))  # 1 per group
+    reference = json.loads((pretrain(parquet_dir, tmp_path / "ref") / "config.json").read_text())
+    groups = sum(pq.ParquetFile(parquet_dir / f"shard_{i:05d}.parquet").num_row_groups for i in range(NUM_FILES))
+    assert reference["encoder_mismatches"] == groups
+
+    real_flush = binfile.ShardWriter._flush
+    flushes = {"n": 0}
+
+    def crashing_flush(self):
+        flushes["n"] += 1
+        if flushes["n"] == 12:  # inside train: its row group is tokenized again (and counted again) on resume
+            raise KeyboardInterrupt("killed")
+        real_flush(self)
+
+    monkeypatch.setattr(binfile.ShardWriter, "_flush", crashing_flush)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(parquet_dir, tmp_path / "out")
+    monkeypatch.setattr(binfile.ShardWriter, "_flush", real_flush)
+    resumed = json.loads((pretrain(parquet_dir, tmp_path / "out") / "config.json").read_text())
+    assert resumed == reference | {"source": resumed["source"]}  # only the output folder's paths differ
+
+
 def test_crash_in_training_retrains(corpus, tmp_path, monkeypatch):
     parquet_dir, _ = corpus
     reference = files_bytes(pretrain(parquet_dir, tmp_path / "ref"))
