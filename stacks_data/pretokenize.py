@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from stacks_data.binfile import ShardWriter
+from stacks_data.errors import InputError
 from stacks_data.files import human_bytes, write_json
 from stacks_data.parallel import Executor, worker_state
 from stacks_data.parquet import file_identity, open_parquet, read_texts
@@ -151,6 +152,21 @@ def reading_order(progress: Progress, paths: list[str], bin_dir: str) -> list[st
             for path in files[_resume_point(progress.split(split))["file"]:]]
 
 
+def unchecked_resume_files(progress: Progress, paths: list[str]) -> list[str]:
+    """The files the unfinished splits resume inside, whose tokens are in finished shards, that reconcile
+    could not check (not on disk: evicted or deleted from a cache). They must be downloaded and checked
+    before the run goes on inside them: if one changed, what is in the shards is not what follows."""
+    unchecked = []
+    for split, files in split_files(paths).items():
+        done = progress.split(split)
+        if "result" in done or not done["shards"]:
+            continue
+        path = files[_resume_point(done)["file"]]
+        if progress.names[path] in progress.state["files"] and not os.path.exists(path):
+            unchecked.append(path)
+    return unchecked
+
+
 def _keep(progress: Progress, split: str, n: int) -> None:
     """Keep the first n shards of a split as finished work, forget the rest."""
     done = progress.split(split)
@@ -196,7 +212,12 @@ class SplitPacker:
         for index in range(first_file, len(self.files)):
             path = shards.get(self.files[index])
             metadata = open_parquet(path, [column]).metadata
-            self.progress.state["files"][self.progress.names[path]] = file_identity(path)
+            identity, name = file_identity(path), self.progress.names[path]
+            if index == first_file and self.done["shards"] and self.progress.state["files"].get(name, identity) != identity:
+                # the run goes on inside this file, after tokens of its earlier content: never mix them
+                raise InputError(f"{name} changed during this run, after it was checked", path,
+                                 "rerun the same command: it tokenizes the changed file again")
+            self.progress.state["files"][name] = identity
             groups = [g for g in range(metadata.num_row_groups) if (index, g) >= (first_file, first_group)]
             left[path] = len(groups)
             if not groups:

@@ -34,7 +34,8 @@ from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, wri
 from stacks_data.outputs import DatasetLock
 from stacks_data.parquet import file_identity, iter_texts
 from stacks_data.progress import bar, say
-from stacks_data.pretokenize import SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile
+from stacks_data.pretokenize import (SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile,
+                                     unchecked_resume_files)
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
 
@@ -231,11 +232,8 @@ def build(plan: Plan, args: argparse.Namespace) -> None:
         tok.use_encoder(args.encoder)
         records += check_and_report(tok, plan, args)
 
-        order = reading_order(plan.progress, plan.shards.paths(), plan.bin_dir)
-        if stream.order != order:  # the shards were reset above
-            stream.close()
-            stream = ShardStream(plan.shards, order, args.max_cached_shards)
-        stream.unpin()  # the tokenizer's shards are read: with a cap, they may go
+        stream.unpin()  # the tokenizer's shards are read: with a cap, they may go (and make room)
+        stream = checked_stream(plan, stream, args.max_cached_shards)
         stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, args.shard_size,
                                            flags.executor(args), args.keep_partial, args.text_column, args.encoder,
                                            plan.progress, stream)
@@ -255,6 +253,26 @@ def build(plan: Plan, args: argparse.Namespace) -> None:
         print(f"warning: no train shards: the train split's {stats['train']['dropped_tokens']:,} tokens are fewer "
               f"than --shard-size {args.shard_size:,}: pass a smaller --shard-size, more --num-shards, or "
               f"--keep-partial", file=sys.stderr)
+
+
+def checked_stream(plan: Plan, stream: ShardStream, max_cached: int | None) -> ShardStream:
+    """A stream of the files the run reads, once every file it resumes inside is known unchanged:
+    reconcile checks the files on disk; one it resumes inside that is not (evicted, deleted) is
+    downloaded first and checked in turn (a changed one moves the resume point back, maybe into another)."""
+    try:
+        while True:
+            order = reading_order(plan.progress, plan.shards.paths(), plan.bin_dir)
+            if stream.order != order:  # the shards were reset or rolled back
+                stream.close()
+                stream = ShardStream(plan.shards, order, max_cached)
+            unchecked = unchecked_resume_files(plan.progress, plan.shards.paths())
+            if not unchecked:
+                return stream
+            for path in unchecked:
+                stream.get(path)
+    except BaseException:
+        stream.close()
+        raise
 
 
 def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace) -> list[FileRecord]:

@@ -1,14 +1,17 @@
 """Step 1 downloads and tokenizes at the same time; with --max-cached-shards the parquet folder stays
 bounded; a failed download stops the run resumable; same bytes in every case."""
 
+import json
 import os
 import signal
 import threading
 import time
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from fixtures import write_corpus
+from fixtures import make_docs, write_corpus
 from stacks_data.cli import run_step
 from stacks_data.errors import NetworkError
 from test_lifecycle import run_killed, tree
@@ -149,3 +152,33 @@ def test_a_capped_run_has_its_parquet_folder_to_itself(served):
     with locked(str(root / "parquet" / "shards"), shared=True):  # another run reading that folder
         with pytest.raises(OutputError, match=r"another pretrain run uses this parquet folder \(--parquet-dir"):
             run_step("pretrain", argv(root, "out", str(root / "parquet"), "--max-cached-shards", "3"))
+
+
+def test_a_file_changed_on_the_server_is_checked_before_the_run_resumes_inside_it(served, file_server):
+    """The file a rerun resumes inside is not in the cache (evicted, or deleted by the user): it is
+    downloaded and checked before the run goes on in it, so shards of its old and new content never mix.
+    (With a cap the stream cannot fetch it before tokenization starts: without the check, it is never
+    checked; without a cap, whether it came in time for reconcile is a race.)"""
+    cap = ["--max-cached-shards", "2"]
+    root, _ = served
+    file_server.delay = 0
+    os.makedirs(root / "cache")
+    run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url, *cap))
+    out = root / "out" / "ds"
+    progress = json.loads((out / ".pretokenize.json").read_text())["splits"]["train"]["shards"]
+    resumed_in = progress[-2]["file"]  # the last shard lost: the rerun resumes where the one before ended
+    os.remove(out / f"train_{len(progress) - 1:06d}.bin")
+    changed = f"shard_{resumed_in:05d}.parquet"
+    for name in os.listdir(root / "cache"):
+        if name.endswith(".parquet") and name != changed and int(name[6:11]) >= 2:
+            os.remove(root / "cache" / name)  # not the tokenizer's: they are checked anyway
+    if os.path.exists(root / "cache" / changed):
+        os.remove(root / "cache" / changed)
+    os.remove(os.path.join(file_server.root, changed))
+    pq.write_table(pa.table({"text": make_docs(200, seed=99)}), os.path.join(file_server.root, changed),
+                   row_group_size=20)
+    run_step("pretrain", argv(root, "out", str(root / "cache"), "--base-url", file_server.url, *cap))
+    os.makedirs(root / "fresh_cache")
+    run_step("pretrain", argv(root, "fresh", str(root / "fresh_cache"), "--base-url", file_server.url, *cap))
+    got, fresh = tree(out), tree(root / "fresh" / "ds")
+    assert {k: v for k, v in got.items() if k.endswith(".bin")} == {k: v for k, v in fresh.items() if k.endswith(".bin")}
