@@ -104,12 +104,13 @@ def split_files(paths: list[str]) -> dict[str, list[str]]:
     return {"val": paths[-1:], "train": paths[:-1]}
 
 
-def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
+def reconcile(progress: Progress, paths: list[str], bin_dir: str, before_change=lambda: None) -> None:
     """Make the progress file true of the folder and the inputs, before anything is tokenized.
 
     Per split: an input file whose content changed since it was tokenized rolls the split back to the
     last shard that ended before that file; so does a shard file that is missing or has another size;
-    shard files after the last recorded one (written just before a crash) are removed.
+    shard files after the last recorded one (written just before a crash) are removed. before_change()
+    is called before each such change (e.g. to mark the folder incomplete first).
     """
     # identities are kept under the files' paths relative to the folder that holds them all: the same
     # names for the same shards in another --parquet-dir (e.g. "shard_00001.parquet", "data/a.parquet")
@@ -120,6 +121,7 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
         for index, path in enumerate(files):
             known = progress.state["files"].get(progress.names[path])
             if known is not None and os.path.exists(path) and file_identity(path) != known:
+                before_change()
                 say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
                 _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
                 for later in files[index:]:  # read again: their identities are recorded then
@@ -129,12 +131,14 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str) -> None:
         for i, shard in enumerate(done["shards"]):
             path = os.path.join(bin_dir, shard_name(split, i))
             if not os.path.isfile(path) or os.path.getsize(path) != shard["size"]:
+                before_change()
                 _keep(progress, split, i)
                 break
         kept = len(done["shards"])
         for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
             match = SHARD_FILE.fullmatch(name)
             if match and match.group(1) == split and int(name[len(split) + 1:-4]) >= kept:
+                before_change()
                 os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard
 
 

@@ -15,6 +15,7 @@ replace what is in the folder stops and says what differs, unless --overwrite.
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -205,20 +206,37 @@ def warn_if_short_of_disk(shards: Shards, out: str, max_cached: int | None) -> N
 
 def fetch_tokenizer_shards(plan: Plan, args: argparse.Namespace) -> None:
     """Download the tokenizer's shards, then check the folder again with their content known."""
-    missing = [p for p in plan.shards.paths() if not os.path.exists(p)]
-    if missing:  # the run will download: find out now, not after training, when it cannot
-        check_reachable(plan.shards.base_url, f"download the shards elsewhere and pass --parquet-dir DIR "
-                                              f"({len(missing)} of the run's shards are not in {plan.shards.parquet_dir})")
+    check_downloads(plan)
     plan.shards.fetch_all(plan.shards.names[:args.tok_train_shards])
     plan.training = training_settings(args, plan.tok_paths[:-1])
     claim_folder(plan, args.overwrite)
 
 
+def check_downloads(plan: Plan) -> None:
+    """If the run will download, find out now whether it can, not after training or after the folder
+    lost its finished work."""
+    missing = [p for p in plan.shards.paths() if not os.path.exists(p)]
+    if missing:
+        check_reachable(plan.shards.base_url, f"download the shards elsewhere and pass --parquet-dir DIR "
+                                              f"({len(missing)} of the run's shards are not in {plan.shards.parquet_dir})")
+
+
+def mark_incomplete(out: str) -> None:
+    """Remove config.json and manifest.json: from here on the folder is visibly incomplete."""
+    for name in (MANIFEST_FILE, CONFIG_FILE):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
+def before_changing(plan: Plan) -> None:
+    """What comes before the folder's finished work changes: the run can go on, and says it is unfinished."""
+    check_downloads(plan)
+    mark_incomplete(plan.out)
+
+
 def build(plan: Plan, args: argparse.Namespace) -> None:
     """Steps 1-5 of the module docstring, the shards downloading all along."""
-    for name in (MANIFEST_FILE, CONFIG_FILE):  # from here on the folder is visibly incomplete
-        if os.path.exists(os.path.join(plan.out, name)):
-            os.remove(os.path.join(plan.out, name))
+    mark_incomplete(plan.out)
     stream = ShardStream(plan.shards, reading_order(plan.progress, plan.shards.paths(), plan.bin_dir),
                          args.max_cached_shards, pinned=plan.tok_paths)
     try:
@@ -325,7 +343,9 @@ def claim_folder(plan: Plan, overwrite: bool) -> bool:
     if differences and not overwrite:
         raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
                           out, "pass --overwrite to replace them, or pick another --dataset-name")
+    changing = functools.cache(lambda: before_changing(plan))  # once, before the first change
     if differences:
+        changing()
         if trained is not None and any(d.startswith("tokenizer") for d in differences):
             shutil.rmtree(tok_dir)
             for manifest in find_manifests(out):
@@ -340,7 +360,8 @@ def claim_folder(plan: Plan, overwrite: bool) -> bool:
     if old_key is None:
         return False
     progress.load()
-    reconcile(progress, plan.shards.paths(), bin_dir)  # changed inputs, missing shards: then it is not complete
+    # changed inputs, missing shards: then it is not complete
+    reconcile(progress, plan.shards.paths(), bin_dir, before_change=changing)
     return progress.complete() and all(os.path.exists(os.path.join(out, f)) for f in (CONFIG_FILE, MANIFEST_FILE))
 
 

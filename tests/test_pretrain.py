@@ -10,9 +10,10 @@ import tiktoken
 import torch
 
 from fixtures import published_files, repo_files, write_corpus
+from test_lifecycle import tree
 from stacks_data import binfile, pretokenize
 from stacks_data.cli import run_step
-from stacks_data.errors import FlagError, InputError, OutputError
+from stacks_data.errors import FlagError, InputError, NetworkError, OutputError
 from stacks_data.tokenizer import RustBPETokenizer
 
 NUM_FILES = 4  # files 0..2 train, file 3 val; tokenizer trains on file 0 (file 1 held out)
@@ -217,6 +218,21 @@ def test_changed_flags_are_refused_unless_overwrite(corpus, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["shard_size"] == 3000
     assert len(bins(out, "train_")) == config["train_shards"]
+
+
+@pytest.mark.parametrize("change", [["--shard-size", "3000", "--overwrite"], []])
+def test_a_run_that_cannot_download_changes_nothing(corpus, tmp_path, change):
+    """--overwrite, or a lost shard to redo, with an input missing and no way to download it: the error
+    comes before the folder loses anything (and never leaves a config.json over missing shards)."""
+    parquet_dir, _ = corpus
+    out = pretrain(parquet_dir, tmp_path / "out")
+    if not change:
+        os.remove(out / "train_000003.bin")
+    before = tree(out)
+    os.remove(parquet_dir / f"shard_{NUM_FILES - 2:05d}.parquet")
+    with pytest.raises(NetworkError):
+        pretrain(parquet_dir, tmp_path / "out", "--base-url", "http://127.0.0.1:9", *change)
+    assert tree(out) == before
 
 
 def test_moving_shards_to_a_subdir_removes_the_old_ones(corpus, tmp_path):
