@@ -38,11 +38,21 @@ _LONG_WHITESPACE = regex.compile(r"\s{%d}" % LONG_RUN)
 def exact_encode(enc: tiktoken.Encoding, text: str, encode=None):
     """encode(text) (enc.encode_ordinary or a variant of it), for every text: the fallback where
     tiktoken's regex engine cannot."""
+    try:
+        return _exact_encode(enc, text, encode)
+    except UnicodeEncodeError:
+        # lone surrogates (JSON can hold them: "\ud83d"): encode_ordinary replaces them, so do we
+        return _exact_encode(enc, text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"), encode)
+
+
+def _exact_encode(enc: tiktoken.Encoding, text: str, encode=None):
     if len(text) >= LONG_RUN and _LONG_WHITESPACE.search(text):
         return enc._encode_only_native_bpe(text)
     try:
         return (encode or enc.encode_ordinary)(text)
     except (KeyboardInterrupt, SystemExit):
+        raise
+    except UnicodeEncodeError:
         raise
     except BaseException:  # pyo3 PanicException / "Max stack size exceeded for backtracking"
         return enc._encode_only_native_bpe(text)

@@ -177,6 +177,13 @@ def test_zero_shot_and_non_string_fields(tmp_path, tok):
     check_seq(seq, tok, "The sky is 42", "The sky is", " 42")
 
 
+def test_a_lone_surrogate_in_a_row_is_encoded(tmp_path, tok):
+    task = one_task(tmp_path, [{"context": "Smile \ud83d", "continuation": "now"}], label="lm",
+                    icl_task_type="language_modeling")
+    (seq,) = core_eval.tokenize_task(task, tok, 2048)["sequences"]
+    check_seq(seq, tok, "Smile \ud83d now", "Smile \ud83d", " now")
+
+
 def test_truncation_keeps_the_last_tokens_and_shifts_indices(tmp_path, tok):
     task = one_task(tmp_path, MC_ROWS, num_fewshot=[1], continuation_delimiter="\n")
     full = core_eval.tokenize_task(task, tok, 2048)["sequences"]

@@ -77,6 +77,13 @@ def test_fastokens_equals_tiktoken(tok, texts):
     assert [t for t in split(*want)][:50] == [tok.enc.encode_ordinary(t) for t in texts[:50]]
 
 
+@pytest.mark.parametrize("name", E.ENCODERS)
+def test_lone_surrogates_are_encoded_as_tiktoken_does(tok, name):
+    # JSON inputs (CORE rows, identity conversations) can hold them: "\ud83d"; encode_ordinary replaces them
+    texts = ["hello \ud83d world", "plain", "x\udc00" + " " * (E.LONG_RUN + 5) + "y"]
+    assert split(*E.make_encoder(tok.spec, name).encode_batch(texts)) == [tok.enc.encode_ordinary(t) for t in texts]
+
+
 @pytest.mark.parametrize("doc", [MILLION_SPACES, "x" + MILLION_SPACES + "y", "\t" * 1_000_000,
                                  " \n" * 600_000, "-" * 300_000, "7" * 300_000])
 def test_pathological_documents_are_encoded_exactly(tok, doc):
