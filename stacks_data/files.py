@@ -64,6 +64,17 @@ def json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
 
 
+def read_json(path: str, kind: type = object):
+    """The JSON value in `path` when it is a `kind` (dict, list...); None when the file is missing, does
+    not read (damaged) or holds something else."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, kind) else None
+
+
 def write_json(path: str, obj) -> FileRecord:
     return write_bytes(path, [json_bytes(obj)])
 

@@ -1,14 +1,13 @@
 """Command-line flags shared by the pipeline steps, and the checks every step runs before any work."""
 
 import argparse
-import json
 import os
 import shutil
 import sys
 
 from stacks_data.errors import FlagError, InputError, OutputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
-from stacks_data.files import human_bytes
+from stacks_data.files import human_bytes, read_json
 from stacks_data.parallel import EXECUTORS, Executor
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
@@ -184,8 +183,11 @@ def load_tokenizer(args: argparse.Namespace):
     config_path = os.path.join(dataset_dir(args), "config.json")
     sha256 = None
     if os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            sha256 = json.load(f).get("tokenizer_sha256")
+        config = read_json(config_path, dict)
+        if config is None:
+            raise InputError("damaged: not a JSON object", config_path,
+                             "run step 1 again, or download the dataset again (download_dataset.py)")
+        sha256 = config.get("tokenizer_sha256")
     tok = RustBPETokenizer.from_directory(tokenizer_dir(args), sha256=sha256)
     if hasattr(args, "encoder"):  # checked once here; the workers load the same one
         args.encoder = checked_encoder_name(tok.spec, args.encoder)

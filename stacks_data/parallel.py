@@ -25,6 +25,7 @@ import signal
 import threading
 import traceback
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import forkserver, resource_tracker
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -155,6 +156,10 @@ def named_result(get: Callable, item, describe: Callable):
         if e.where:
             raise
         raise WorkerError(e.what, f"while processing {describe(item)}", e.todo, e.traceback) from None
+    except BrokenProcessPool:  # a worker was killed: by the kernel's OOM killer, most likely
+        raise WorkerError("a worker process died (killed, or out of memory?)", f"while processing {describe(item)}",
+                          "rerun the same command (finished work is kept); if it dies again, check memory "
+                          "(dmesg) and pass a lower --num-workers") from None
 
 
 _state = None  # this process's setup result: see worker_state()

@@ -29,8 +29,8 @@ from stacks_data.download import check_reachable
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.interrupts import import_torch
 from stacks_data.errors import FlagError, OutputError
-from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, record_of, torch_save,
-                               write_bytes, write_json)
+from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
+                               torch_save, write_bytes, write_json)
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
 from stacks_data.outputs import DatasetLock
 from stacks_data.parquet import file_identity, iter_texts
@@ -301,7 +301,7 @@ def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace
     check_round_trip(tok, [text for docs in samples.values() for text in docs])
     records = write_token_bytes(tok, plan.tok_dir)
     report_records, report = tokenizer_report.write_report(
-        tok, _read_json(os.path.join(plan.tok_dir, TRAINING_FILE)),
+        tok, read_json(os.path.join(plan.tok_dir, TRAINING_FILE), dict) or {},
         {name: "\n".join(docs) for name, docs in samples.items()},
         held_out_estimate(tok, plan.tok_paths[-1], args.text_column, len(plan.shards.names)), args.baselines_dir,
         plan.out)
@@ -329,7 +329,7 @@ def claim_folder(plan: Plan, overwrite: bool) -> bool:
     """
     out, tok_dir, bin_dir, training, progress = plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.progress
     differences = []
-    trained = _read_json(os.path.join(tok_dir, TRAINING_FILE)) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
+    trained = (read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
     if trained is not None:
         differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training) if trained else \
             [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
@@ -384,14 +384,6 @@ def _differences(what: str, folder: dict, command: dict) -> list[str]:
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}
 
 
 def _shard_files(folder: str) -> list[str]:

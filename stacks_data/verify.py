@@ -16,7 +16,6 @@ A partial download (download_dataset.py --num-train-shards N) lists the files it
 
 import argparse
 import hashlib
-import json
 import os
 import re
 import time
@@ -26,7 +25,7 @@ import numpy as np
 from stacks_data import flags
 from stacks_data.binfile import HEADER_BYTES, MAGIC, VERSION
 from stacks_data.errors import InputError, UserError
-from stacks_data.files import human_bytes
+from stacks_data.files import human_bytes, read_json
 from stacks_data.interrupts import import_torch
 from stacks_data.manifest import CONFIG_FILE, find_manifests, read_manifest
 from stacks_data.parallel import ordered_map
@@ -71,7 +70,7 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
     manifests = find_manifests(dataset_dir)
     if not manifests:
         return [f"{dataset_dir}: no manifest.json (no step finished here, or published without manifests)"], 0, 0
-    partial = set(_read_json(os.path.join(dataset_dir, PARTIAL_FILE)) or [])
+    partial = set(read_json(os.path.join(dataset_dir, PARTIAL_FILE), list) or [])
     problems, listed, entries = [], set(), []
     for path in manifests:
         try:
@@ -171,18 +170,9 @@ def _unlisted(dataset_dir: str, listed: set[str]) -> list[str]:
     return sorted(out)
 
 
-def _read_json(path: str) -> dict | list | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def _read_config(path: str) -> dict:
     """A config.json as a dict ({} when it is missing, unreadable or not an object)."""
-    config = _read_json(path)
-    return config if isinstance(config, dict) else {}
+    return read_json(path, dict) or {}
 
 
 def _vocab_size(dataset_dir: str) -> int | None:

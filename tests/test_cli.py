@@ -6,6 +6,7 @@ download or training (quickly, and with nothing written).
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +38,8 @@ def place(tmp_path_factory):
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), root / "empty" / "shard_00000.parquet")
     pq.write_table(pa.table({"text": ["one document"] * 50}), root / "empty" / "shard_00001.parquet")
     (root / "nothing").mkdir()
+    shutil.copytree(root / "out" / "ds" / "tokenizer", root / "damaged" / "ds" / "tokenizer")
+    (root / "damaged" / "ds" / "config.json").write_text('{"vocab_size": 30')  # cut short
     return root
 
 
@@ -100,6 +103,8 @@ CASES = [
     ("sft missing identity", lambda p: step("sft", p, "--identity-file", f"{p}/id.jsonl"), {}, 2,
      "(--identity-file)"),
     ("sft missing mirror", lambda p: step("sft", p, "--hf-mirror", f"{p}/mirror"), {}, 2, "(--hf-mirror)"),
+    ("damaged config.json", lambda p: [*step("chat-eval", p), "--out-dir", f"{p}/damaged"], {}, 1,
+     "/damaged/ds/config.json)"),
     ("sft hub unreachable", lambda p: step("sft", p), {"HF_ENDPOINT": UNRESOLVABLE}, 1, "--hf-mirror DIR"),
     ("sft offline, no cache", lambda p: step("sft", p), {"HF_HUB_OFFLINE": "1"}, 1, "HF_HUB_OFFLINE is set"),
     ("chat max-seq-len 0", lambda p: step("chat-eval", p, "--max-seq-len", "0"), {}, 2, "(--max-seq-len)"),

@@ -4,6 +4,7 @@ exactly anyway; a panic in a worker is one line naming what it was working on.""
 import glob
 import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -120,6 +121,20 @@ def test_a_panic_in_a_worker_is_one_line_naming_the_item(tok, tmp_path):
 def _raw_encode(text):
     from stacks_data.parallel import worker_state
     return worker_state().enc.encode_ordinary(text)  # tiktoken without the fallback
+
+
+def test_a_worker_killed_is_one_line_naming_the_item():
+    # the OOM killer's way: SIGKILL, no exception in the worker, a broken pool in the main process
+    with pytest.raises(WorkerError) as error:
+        list(ordered_map(_killed_on_two, [1, 2, 3], 2, describe=lambda n: f"item {n}"))
+    assert "a worker process died" in str(error.value) and "(while processing item " in str(error.value)
+    assert "\n" not in str(error.value) and "--num-workers" in str(error.value)
+
+
+def _killed_on_two(n):
+    if n == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n
 
 
 def test_run_item_turns_a_base_exception_into_a_worker_error():
