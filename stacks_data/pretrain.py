@@ -160,6 +160,9 @@ def run(args: argparse.Namespace) -> None:
 def parquet_dir_claim(parquet_dir: str, deleting: bool):
     """Runs may share a parquet folder (a cache: each file is downloaded once), but one that deletes
     shards there (--max-cached-shards) must have it to itself."""
+    if not deleting and os.path.isdir(parquet_dir) and not os.access(parquet_dir, os.W_OK):
+        yield  # read-only (a shared mount, say): no run deletes there, and no lock file can be made
+        return
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(locked(os.path.join(parquet_dir, "shards"), shared=not deleting, wait=False))

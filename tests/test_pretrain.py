@@ -1,6 +1,7 @@
 import json
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -233,6 +234,27 @@ def test_a_run_that_cannot_download_changes_nothing(corpus, tmp_path, change):
     with pytest.raises(NetworkError):
         pretrain(parquet_dir, tmp_path / "out", "--base-url", "http://127.0.0.1:9", *change)
     assert tree(out) == before
+
+
+def test_a_read_only_parquet_dir_is_read(corpus, tmp_path, monkeypatch):
+    parquet_dir, _ = corpus
+    reference = files_bytes(pretrain(parquet_dir, tmp_path / "ref"))
+    shutil.rmtree(parquet_dir / ".locks")
+    real_access, real_makedirs = os.access, os.makedirs
+
+    # a read-only mount, as root sees it too: access(2) says no, and nothing can be made in it
+    def access(path, mode):
+        return False if str(path) == str(parquet_dir) and mode == os.W_OK else real_access(path, mode)
+
+    def makedirs(path, *args, **kwargs):
+        if str(path).startswith(str(parquet_dir)):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    assert files_bytes(pretrain(parquet_dir, tmp_path / "out")) == reference
+    assert not (parquet_dir / ".locks").exists()
 
 
 def test_moving_shards_to_a_subdir_removes_the_old_ones(corpus, tmp_path):
