@@ -4,7 +4,8 @@ The dataset folder, and the promises every step keeps about it, made here once f
 - Lock. A step holds `<dataset>/.lock.<step>` exclusively while it runs: a second run of the same
   step on the same folder fails at once, naming the PID of the first. All steps also lock
   `<dataset>/.lock.tokenizer`: step 1 and `download` (which write the tokenizer) exclusively,
-  steps 2-4 (which read it) shared, so they run side by side but never while step 1 does. The
+  steps 2-4 (which read it) shared, so they run side by side but never while step 1 does; `upload`
+  exclusively too (it reads every step's files: none may change under it). The
   locks are flock(2) locks: the kernel drops them when their process dies, so a crashed run never
   blocks the next.
 - Publish, don't overwrite. A step whose outputs are a sub-folder (`core_eval/`, `sft/`,
@@ -27,7 +28,8 @@ from stacks_data.errors import OutputError
 from stacks_data.files import FileRecord, write_json
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 
-TOKENIZER_WRITERS = ("pretrain", "download")  # they (re)write tokenizer/: each excludes all the others
+TOKENIZER_WRITERS = ("pretrain", "download")  # they (re)write tokenizer/
+ALONE = (*TOKENIZER_WRITERS, "upload")  # they have the folder to themselves: each excludes all the others
 LOCK_PREFIX = ".lock."
 
 
@@ -39,7 +41,7 @@ class DatasetLock:
         self.fds: list[int] = []
 
     def __enter__(self) -> "DatasetLock":
-        writer = self.step in TOKENIZER_WRITERS
+        writer, alone = self.step in TOKENIZER_WRITERS, self.step in ALONE
         self.created = writer and not os.path.exists(self.dataset_dir)
         if writer:
             os.makedirs(self.dataset_dir, exist_ok=True)
@@ -51,14 +53,16 @@ class DatasetLock:
                                   self.dataset_dir, "wait for it to finish, or stop it")
             os.ftruncate(own, 0)
             os.pwrite(own, f"{os.getpid()}\n".encode(), 0)
-            if self._lock("tokenizer", fcntl.LOCK_EX if writer else fcntl.LOCK_SH) is None:
-                raise self._tokenizer_busy(writer)
+            if self._lock("tokenizer", fcntl.LOCK_EX if alone else fcntl.LOCK_SH) is None:
+                raise self._tokenizer_busy(alone)
         except BaseException:
             self.__exit__()
             raise
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.fds:  # the first is this step's lock, holding its PID: gone with it (a crash leaves a dead PID)
+            os.ftruncate(self.fds[0], 0)
         for fd in self.fds:
             os.close(fd)  # closing the file drops its flock
         self.fds = []
@@ -79,18 +83,23 @@ class DatasetLock:
         self.fds.append(fd)
         return fd
 
-    def _tokenizer_busy(self, writer: bool) -> OutputError:
-        writing, reading = [], []
+    def _tokenizer_busy(self, alone: bool) -> OutputError:
+        exclusive, sharing = [], []
         for path in sorted(glob.glob(self._path("*"))):
             name = os.path.basename(path)[len(LOCK_PREFIX):]
             pid = _pid_in(path)
             if name not in ("tokenizer", self.step) and pid and _alive(pid):
-                (writing if name in TOKENIZER_WRITERS else reading).append(f"`{name}` PID {pid}")
-        if writing or not writer:
-            return OutputError(f"{' and '.join(writing) or 'another run'} is writing the tokenizer of this dataset",
-                               self.dataset_dir, "wait for it to finish, then rerun")
-        return OutputError(f"steps that read the tokenizer are running ({', '.join(reading) or 'PID unknown'})",
-                           self.dataset_dir, "wait for them to finish: the tokenizer must not change under them")
+                (exclusive if name in ALONE else sharing).append(f"`{name}` PID {pid}")
+        if exclusive or not alone:
+            doing = "is uploading this dataset" if exclusive and all("`upload`" in e for e in exclusive) \
+                else "is writing the tokenizer of this dataset"
+            return OutputError(f"{' and '.join(exclusive) or 'another run'} {doing}", self.dataset_dir,
+                               "wait for it to finish, then rerun")
+        running = ", ".join(sharing) or "PID unknown"
+        why = "the tokenizer must not change under them" if self.step in TOKENIZER_WRITERS else \
+            "an upload must not mix their old and new files"
+        return OutputError(f"steps that read the tokenizer are running ({running})", self.dataset_dir,
+                           f"wait for them to finish: {why}")
 
 
 def _pid_in(path: str) -> int | None:

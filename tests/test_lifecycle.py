@@ -260,6 +260,13 @@ def test_locks(tmp_path):
             DatasetLock(ds, "chat-eval").__enter__()
         with pytest.raises(OutputError, match=rf"`pretrain` PID {os.getpid()} is writing the tokenizer"):
             DatasetLock(ds, "download").__enter__()  # another writer
+    with DatasetLock(ds, "sft"):  # an upload reads every step's files: none may change under it
+        with pytest.raises(OutputError, match=r"steps that read the tokenizer are running \(`sft` PID \d+\) .*: "
+                                              r"wait for them to finish: an upload must not mix"):
+            DatasetLock(ds, "upload").__enter__()
+    with DatasetLock(ds, "upload"):
+        with pytest.raises(OutputError, match=rf"`upload` PID {os.getpid()} is uploading this dataset"):
+            DatasetLock(ds, "core-eval").__enter__()
     with DatasetLock(ds, "pretrain"):  # everything was released
         pass
 
