@@ -12,6 +12,7 @@ by hand works offline; a missing one is downloaded (and checked: parquet footer 
 before it is renamed into place.
 """
 
+import contextlib
 import fnmatch
 import glob
 import os
@@ -270,7 +271,8 @@ class ShardStream:
             return
         with self.cond:
             if self.state[path] == "ready" and self._deletable(path):
-                os.remove(path)
+                with contextlib.suppress(FileNotFoundError):  # removed by hand meanwhile: as good
+                    os.remove(path)
                 self.state[path] = "released"
                 self.cond.notify_all()
 

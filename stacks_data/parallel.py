@@ -51,8 +51,8 @@ class Executor:
 
         setup = (factory, args): factory(*args) runs once per worker process (e.g. loads the
         tokenizer); fn reads its result with worker_state(). describe(item) names an item in errors.
-        on_done(item) is called, from any thread, as soon as a worker is done with an item (before its
-        result's turn comes): e.g. to free the input it read.
+        on_done(item) is called, from any thread, as soon as a worker has done an item without error
+        (before its result's turn comes): e.g. to free the input it read.
         """
         if self.kind == "ray":
             from stacks_data.ray_executor import ray_map
@@ -97,7 +97,8 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
         pending = collections.deque()
         for item in items:
             future = pool.submit(run_item, fn, item)
-            future.add_done_callback(lambda _, item=item: on_done(item))
+            # done well only: a failed or cancelled item's input is still needed by the rerun
+            future.add_done_callback(lambda f, item=item: f.cancelled() or f.exception() or on_done(item))
             pending.append((future, item))
             if len(pending) >= IN_FLIGHT * num_workers:
                 future, done = pending.popleft()

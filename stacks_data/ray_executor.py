@@ -123,6 +123,8 @@ class _DoneWatcher:
             for ref in ready:
                 with self.lock:
                     item = self.refs.pop(ref)
+                if self.stopped.is_set():  # the map is over (failed, or abandoned): nothing more to free
+                    return
                 self.on_done(item)
 
 
