@@ -16,6 +16,7 @@ import http.client
 import os
 import shutil
 import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -107,7 +108,7 @@ def _download(url, dest, offline, verify, retries, backoff, timeout) -> str:
             if isinstance(e.reason, (socket.gaierror, ConnectionRefusedError)):
                 check_reachable(url, offline)  # raises the one-line reason
             last_error = f"{e.reason}"
-        except (http.client.HTTPException, ConnectionError, TimeoutError, ValueError) as e:
+        except (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError, ValueError) as e:
             last_error = f"{type(e).__name__}: {e}"
         finally:
             if os.path.exists(part):
