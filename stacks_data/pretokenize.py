@@ -71,6 +71,7 @@ class Progress:
         self.path = path
         self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
         self.names: dict[str, str] = {}  # input path -> the name its identity is kept under: see reconcile
+        self.checked: set[str] = set()  # the input paths the last reconcile found unchanged
 
     @staticmethod
     def read_key(path: str) -> dict | None:
@@ -116,11 +117,16 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str, before_change=
     # names for the same shards in another --parquet-dir (e.g. "shard_00001.parquet", "data/a.parquet")
     common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
     progress.names = {path: os.path.relpath(path, common).replace(os.sep, "/") for path in paths}
+    progress.checked = set()
     for split, files in split_files(paths).items():
         done = progress.split(split)
         for index, path in enumerate(files):
             known = progress.state["files"].get(progress.names[path])
-            if known is not None and os.path.exists(path) and file_identity(path) != known:
+            if known is None or not os.path.exists(path):
+                continue
+            if file_identity(path) == known:
+                progress.checked.add(path)
+            else:
                 before_change()
                 say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
                 _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
@@ -157,16 +163,17 @@ def reading_order(progress: Progress, paths: list[str], bin_dir: str) -> list[st
 
 
 def unchecked_resume_files(progress: Progress, paths: list[str]) -> list[str]:
-    """The files the unfinished splits resume inside, whose tokens are in finished shards, that reconcile
-    could not check (not on disk: evicted or deleted from a cache). They must be downloaded and checked
-    before the run goes on inside them: if one changed, what is in the shards is not what follows."""
+    """The files the unfinished splits resume inside, whose tokens are in finished shards, that the last
+    reconcile could not check (not on disk then: evicted or deleted from a cache). They must be
+    downloaded and checked before the run goes on inside them: if one changed, what is in the shards is
+    not what follows."""
     unchecked = []
     for split, files in split_files(paths).items():
         done = progress.split(split)
         if "result" in done or not done["shards"]:
             continue
         path = files[_resume_point(done)["file"]]
-        if progress.names[path] in progress.state["files"] and not os.path.exists(path):
+        if progress.names[path] in progress.state["files"] and path not in progress.checked:
             unchecked.append(path)
     return unchecked
 
