@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from stacks_data.download import download, hub_endpoint
 from stacks_data.errors import FlagError, InputError
+from stacks_data.files import read_json, write_json
 from stacks_data.parquet import check_complete, open_parquet
 from stacks_data.progress import bar
 
@@ -104,12 +105,27 @@ def _local_names(parquet_dir: str, pattern: str) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 
-class Shards:
-    """Where the run's shards are on disk, and how a missing one is fetched."""
+CAPPED_DOWNLOADS = ".capped_downloads.json"  # in the parquet folder: see Shards
 
-    def __init__(self, names: list[str], parquet_dir: str, base_url: str, text_column: str):
+
+class Shards:
+    """Where the run's shards are on disk, and how a missing one is fetched.
+
+    `downloaded` holds the shards a capped run (--max-cached-shards) may delete: those it downloaded.
+    A capped run also lists each download, before it starts, in the folder's CAPPED_DOWNLOADS, so that
+    the next capped run takes over what a killed one left (else they would stay, past the cap, for
+    good); files the user put there are never listed. Capped runs have the folder to themselves.
+    """
+
+    def __init__(self, names: list[str], parquet_dir: str, base_url: str, text_column: str, capped: bool = False):
         self.names, self.parquet_dir, self.base_url, self.text_column = names, parquet_dir, base_url, text_column
-        self.downloaded: set[str] = set()  # paths this run downloaded: the only ones --max-cached-shards deletes
+        self.downloaded: set[str] = set()
+        self.record = os.path.join(parquet_dir, CAPPED_DOWNLOADS) if capped else None
+        self.listed: set[str] = set()  # the names in the record (downloads under way included)
+        self.lock = threading.Lock()
+        if self.record:
+            self.listed = {n for n in read_json(self.record, list) or [] if os.path.exists(self.path(n))}
+            self.downloaded = set(self.paths(sorted(self.listed)))
 
     def path(self, name: str) -> str:
         return os.path.join(self.parquet_dir, *name.split("/"))
@@ -122,9 +138,14 @@ class Shards:
         path = self.path(name)
         if os.path.exists(path):
             return path
+        if self.record:  # listed first: a kill after the download must not leave it unlisted
+            with self.lock:
+                self.listed.add(name)
+                write_json(self.record, sorted(self.listed))
         download(f"{self.base_url.rstrip('/')}/{name}", path, verify=self.check,
                  offline=f"download the shards elsewhere and pass --parquet-dir DIR (DIR/{name}, ...)")
-        self.downloaded.add(path)
+        with self.lock:
+            self.downloaded.add(path)
         return path
 
     def check(self, path: str) -> None:

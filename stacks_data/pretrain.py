@@ -182,7 +182,8 @@ def make_plan(args: argparse.Namespace, out: str) -> Plan:
     if args.tok_train_shards > len(names):
         raise FlagError(f"must be at most the {len(names)} shards of the run", "--tok-train-shards",
                         f"pass at most {len(names)}")
-    shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column)
+    shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column,
+                    capped=args.max_cached_shards is not None)
     bin_subdir = corpus.bin_subdir if args.bin_subdir is None else args.bin_subdir
     shards.check_local()
     warn_if_short_of_disk(shards, out, args.max_cached_shards)

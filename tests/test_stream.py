@@ -99,6 +99,8 @@ def test_max_cached_shards_killed_then_rerun_same_bytes(served, file_server):
            {k: v for k, v in reference.items() if k.endswith(".bin")}
     # the rerun fetched what it still needed only: not the shards finished before the kill
     assert len([r for r in file_server.requests if r.endswith(".parquet")]) < NUM_FILES
+    # and it took over the killed run's downloads: they went like its own (an uncapped run keeps none here)
+    assert not [n for n in os.listdir(root / "cache") if n.endswith(".parquet")]
 
 
 def test_a_failed_download_stops_the_run_resumable(served, file_server):
