@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from stacks_data.download import download, hub_endpoint
 from stacks_data.errors import FlagError, InputError
 from stacks_data.files import read_json, write_json
-from stacks_data.parquet import check_complete, open_parquet
+from stacks_data.parquet import check_complete, check_text_type, open_parquet
 from stacks_data.progress import bar
 
 PRESETS = {  # name: (repo, dataset name prefix, cache folder, default --num-shards, .bin sub-folder, shards)
@@ -157,11 +157,13 @@ class Shards:
     def check_content(self, path: str) -> None:
         """InputError unless `path` is a parquet file with the text column and at least one row."""
         try:
-            rows = open_parquet(path, [self.text_column]).metadata.num_rows
+            parquet = open_parquet(path, [self.text_column])
         except InputError as e:
             if "missing column" not in e.what:
                 raise
             raise InputError(e.what, path, "pass --text-column with the column that holds the documents") from None
+        check_text_type(parquet.schema_arrow.field(self.text_column).type, path, self.text_column)
+        rows = parquet.metadata.num_rows
         if rows == 0:
             raise InputError("the shard has no rows", path, "replace it with a shard that has documents")
 

@@ -58,9 +58,14 @@ def iter_texts(path: str, column: str = "text") -> Iterator[tuple[int, list[str]
         row += len(texts)
 
 
+def check_text_type(arrow_type: pa.DataType, path: str, column: str) -> None:
+    if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
+        raise InputError(f"column {column!r} has type {arrow_type}, expected string", path,
+                         "pass --text-column with the column that holds the documents (as text)")
+
+
 def check_texts(array: pa.ChunkedArray, path: str, first_row: int, column: str) -> None:
-    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
-        raise InputError(f"column {column!r} has type {array.type}, expected string", path)
+    check_text_type(array.type, path, column)
     if array.null_count:
         nulls = array.is_null().to_pylist()
         raise InputError(f"{column!r} is null, expected a string", f"{path} row {first_row + nulls.index(True)}")
