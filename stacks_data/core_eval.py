@@ -18,6 +18,7 @@ tails are tokenized per prompt; tasks run in parallel worker processes.
 
 import argparse
 import csv
+import io
 import json
 import os
 import random
@@ -31,7 +32,7 @@ import yaml
 from stacks_data import flags, hub
 from stacks_data.download import download
 from stacks_data.errors import InputError
-from stacks_data.files import human_bytes, locked, torch_save_plain
+from stacks_data.files import human_bytes, locked, read_text, torch_save_plain
 from stacks_data.outputs import DatasetLock, StagedFolder
 from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
@@ -122,8 +123,7 @@ def load_bundle(bundle_dir: str) -> list[Task]:
     """The tasks of <bundle>/core.yaml in order, checked against eval_meta_data.csv and eval_data/."""
     yaml_path = os.path.join(bundle_dir, "core.yaml")
     try:
-        with open(yaml_path, encoding="utf-8") as f:
-            text = f.read()
+        text = read_text(yaml_path)
         config = yaml.safe_load(text)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except FileNotFoundError:
@@ -179,10 +179,10 @@ def _check_task(entry, where: str, bundle_dir: str, baselines: dict) -> Task:
 def read_baselines(csv_path: str) -> dict[str, float]:
     """Eval Task -> float(Random baseline) from eval_meta_data.csv."""
     try:
-        f = open(csv_path, newline="", encoding="utf-8")
+        text = read_text(csv_path)
     except FileNotFoundError:
         raise InputError("not found (every eval bundle has one)", csv_path) from None
-    with f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         columns = ("Eval Task", "Random baseline")
         if not reader.fieldnames or any(c not in reader.fieldnames for c in columns):
@@ -219,21 +219,20 @@ def load_examples(task: Task) -> list[Example]:
     make = {"multiple_choice": _multiple_choice, "schema": _schema,
             "language_modeling": _language_modeling}[task.task_type]
     examples = []
-    with open(task.path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{task.path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"malformed JSON ({e.msg}, column {e.colno})", where) from None
-            if not isinstance(row, dict):
-                raise InputError(f"expected a JSON object, got {type(row).__name__}", where)
-            missing = [key for key in _KEYS[task.task_type] if key not in row]
-            if missing:
-                raise InputError(f"missing key(s) {missing} for a {task.task_type} task ({task.label})", where)
-            examples.append(make(row, task.delimiter, line_no, where))
+    for line_no, line in enumerate(read_text(task.path).split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{task.path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg}, column {e.colno})", where) from None
+        if not isinstance(row, dict):
+            raise InputError(f"expected a JSON object, got {type(row).__name__}", where)
+        missing = [key for key in _KEYS[task.task_type] if key not in row]
+        if missing:
+            raise InputError(f"missing key(s) {missing} for a {task.task_type} task ({task.label})", where)
+        examples.append(make(row, task.delimiter, line_no, where))
     if not examples:
         raise InputError(f"no examples (task {task.label})", task.path)
     if len(examples) <= task.num_fewshot:

@@ -1,7 +1,8 @@
 """Writing output files: atomically (a temp name in the same folder, then a rename), hashed on the way.
 
 Every writer returns a FileRecord (path, size, sha256) computed from the bytes it wrote, so that a
-step's manifest costs no second read of its outputs.
+step's manifest costs no second read of its outputs. Also reading small input files: one line naming
+the file (and line) when one cannot be read.
 """
 
 import contextlib
@@ -13,6 +14,7 @@ import os
 import pickle
 from dataclasses import dataclass
 
+from stacks_data.errors import InputError, from_os_error
 from stacks_data.interrupts import import_torch
 
 TMP_SUFFIX = ".tmp"  # an interrupted write leaves at most <name>.tmp, which the next run removes
@@ -62,6 +64,26 @@ def locked(path: str, shared: bool = False, wait: bool = True):
 
 def json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=2) + "\n").encode()
+
+
+def read_text(path: str) -> str:
+    """A UTF-8 text input file, newlines as open() gives them ("\n"). FileNotFoundError is the caller's
+    to explain; any other failure is an InputError naming the file (and the line, for bad UTF-8)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise InputError("a folder, expected a file", path) from None
+    except OSError as e:
+        raise from_os_error(e) or InputError(f"cannot read it ({e.strerror})", path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"not UTF-8 text (byte {data[e.start]:#04x})", f"{path}:{line}", "save it as UTF-8") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def read_json(path: str, kind: type = object):

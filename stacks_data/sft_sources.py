@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from stacks_data.download import download
 from stacks_data.errors import InputError
+from stacks_data.files import read_text
 from stacks_data.hub import cache_root, dataset_files
 from stacks_data.multiple_choice import check_mmlu_row, hf_shuffle_order, load_mmlu, render_mc
 from stacks_data.parquet import open_parquet, read_rows
@@ -141,8 +142,7 @@ def custom_json(path: str) -> Source:
 
     Lines are parsed by the workers, so a bad line is reported (or skipped) like any invalid row.
     """
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    lines = read_text(path).split("\n")
     # keep the 1-based line number of every non-blank line for error messages
     numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     return Source("CustomJSON", custom_json_conversation, len(numbered), rows=[line for _, line in numbered],
@@ -169,8 +169,7 @@ def words_path(words_file: str | None, url: str = WORDS_URL) -> str:
 
 def load_words(path: str) -> list[str]:
     """One word per line, stripped (CRLF files too), blank lines dropped, file order kept."""
-    with open(path, encoding="utf-8") as f:
-        words = [line.strip() for line in f.read().split("\n")]
+    words = [line.strip() for line in read_text(path).split("\n")]
     words = [w for w in words if w]
     if not words:
         raise InputError("the word list is empty", path, "pass a word list, one word per line")

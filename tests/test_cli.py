@@ -15,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import test_core_eval
+import test_sft
 from fixtures import make_docs, write_corpus
 from stacks_data import cli
 from stacks_data.tokenizer import RustBPETokenizer
@@ -40,6 +42,14 @@ def place(tmp_path_factory):
     (root / "nothing").mkdir()
     shutil.copytree(root / "out" / "ds" / "tokenizer", root / "damaged" / "ds" / "tokenizer")
     (root / "damaged" / "ds" / "config.json").write_text('{"vocab_size": 30')  # cut short
+    for name in ("latin1", "yaml_folder"):
+        test_core_eval.write_bundle(root / name, test_core_eval.BUNDLE_TASKS, test_core_eval.BUNDLE_FILES)
+    with open(root / "latin1" / "eval_data" / "lm.jsonl", "ab") as f:
+        f.write('{"context": "caf\xe9", "continuation": "x"}\n'.encode("latin-1"))
+    (root / "yaml_folder" / "core.yaml").unlink()
+    (root / "yaml_folder" / "core.yaml").mkdir()
+    (root / "words-latin1.txt").write_bytes("apple\ncaf\xe9\n".encode("latin-1"))
+    test_sft.make_hub(str(root / "sft-mirror"))
     return root
 
 
@@ -94,6 +104,12 @@ CASES = [
     ("core missing bundle", lambda p: step("core-eval", p, "--eval-bundle", f"{p}/nope"), {}, 2, "(--eval-bundle)"),
     ("core no tokenizer", lambda p: step("core-eval", p, "--dataset-name", "other"), {}, 1,
      "other/tokenizer/tokenizer.pkl): run step 1 first"),
+    ("core row not UTF-8", lambda p: step("core-eval", p, "--eval-bundle", f"{p}/latin1"), {}, 1,
+     "/latin1/eval_data/lm.jsonl:4)"),
+    ("core.yaml a folder", lambda p: step("core-eval", p, "--eval-bundle", f"{p}/yaml_folder"), {}, 1,
+     "/yaml_folder/core.yaml)"),
+    ("sft words not UTF-8", lambda p: step("sft", p, "--words-file", f"{p}/words-latin1.txt", "--hf-mirror", f"{p}/sft-mirror"),
+     {}, 1, "/words-latin1.txt:2)"),
     ("core bundle offline", lambda p: step("core-eval", p, "--eval-bundle-url", f"{UNRESOLVABLE}/b.zip"), {}, 1,
      "--eval-bundle DIR"),
     ("sft shard-size 0", lambda p: step("sft", p, "--shard-size", "0"), {}, 2, "(--shard-size)"),
