@@ -143,6 +143,9 @@ class StagedFolder:
         self.published = False
 
     def __enter__(self) -> "StagedFolder":
+        if os.path.exists(self.final) and not os.path.isdir(self.final):  # else the swap would stage it
+            raise OutputError("a file is in the way of an output folder", self.final,
+                              "move it away, or pick another --out-dir / --dataset-name")
         self._clean_leftovers()
         os.makedirs(self.path)
         return self
@@ -175,8 +178,10 @@ class StagedFolder:
                 os.rename(self.old, self.final)  # killed between the two renames: the old folder is back
             else:
                 shutil.rmtree(self.old)
-        if os.path.exists(self.path):
+        if os.path.isdir(self.path):
             shutil.rmtree(self.path)
+        elif os.path.lexists(self.path):  # a file (what a swap with a file in the way left)
+            os.remove(self.path)
 
 
 _RENAME_EXCHANGE = 2

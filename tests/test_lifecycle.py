@@ -230,6 +230,16 @@ def test_a_failing_rerun_keeps_the_earlier_folder(dataset, step):
     assert not [n for n in os.listdir(dataset / "out" / "ds") if n.endswith((".staging", ".old"))]
 
 
+@pytest.mark.parametrize("step", STEPS)
+def test_a_file_where_the_folder_goes_is_one_line_and_stays(dataset, step):
+    sub = STEPS[step][0]
+    (dataset / "out" / "ds" / sub).write_text("mine")
+    with pytest.raises(OutputError, match=r"a file is in the way of an output folder"):
+        run_step(step, step_argv(step)[1:])
+    assert (dataset / "out" / "ds" / sub).read_text() == "mine"
+    assert not [n for n in os.listdir(dataset / "out" / "ds") if n.endswith(".staging")]
+
+
 def test_staged_folder_survives_a_crash_between_the_two_fallback_renames(tmp_path, monkeypatch):
     # where the system has no atomic exchange, publishing renames x -> .x.old, then .x.staging -> x
     monkeypatch.setattr("stacks_data.outputs._exchange", lambda a, b: False)
