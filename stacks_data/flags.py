@@ -133,6 +133,11 @@ def check_input_dir(path: str, flag: str) -> None:
     if not os.path.isdir(path):
         raise FlagError(f"{path} is not a folder" if os.path.exists(path) else f"{path} does not exist", flag,
                         "pass an existing folder (a typo?)")
+    try:
+        path.encode("utf-8")  # a name of bytes that are not UTF-8 comes as lone surrogates
+    except UnicodeEncodeError:
+        raise FlagError(f"{path!r} is not a UTF-8 path (pyarrow and the Hub tools open only those)", flag,
+                        "rename the folder") from None
 
 
 def check_input_file(path: str, flag: str) -> None:

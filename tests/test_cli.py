@@ -40,6 +40,7 @@ def place(tmp_path_factory):
     pq.write_table(pa.table({"text": pa.array([], pa.string())}), root / "empty" / "shard_00000.parquet")
     pq.write_table(pa.table({"text": ["one document"] * 50}), root / "empty" / "shard_00001.parquet")
     (root / "nothing").mkdir()
+    os.mkdir(os.fsencode(root) + b"/not-utf8-\xff")
     shutil.copytree(root / "out" / "ds" / "tokenizer", root / "damaged" / "ds" / "tokenizer")
     (root / "damaged" / "ds" / "config.json").write_text('{"vocab_size": 30')  # cut short
     for name in ("latin1", "yaml_folder"):
@@ -77,6 +78,8 @@ CASES = [
     ("vocab too small", lambda p: pretrain(p, "--vocab-size", "100"), {}, 2, "(--vocab-size)"),
     ("vocab not a number", lambda p: pretrain(p, "--vocab-size", "lots"), {}, 2, "(--vocab-size)"),
     ("unknown flag", lambda p: pretrain(p, "--shards", "3"), {}, 2, "unrecognized arguments: --shards"),
+    ("parquet-dir not UTF-8", lambda p: pretrain(p, "--parquet-dir", f"{p}/not-utf8-\udcff"), {}, 2,
+     "(--parquet-dir)"),
     ("mistyped parquet-dir", lambda p: pretrain(p, "--parquet-dir", f"{p}/corpsu"), {}, 2, "(--parquet-dir)"),
     ("out-dir is a file", lambda p: pretrain(p, "--out-dir", f"{p}/a-file"), {}, 2, "(--out-dir)"),
     ("unknown corpus", lambda p: pretrain(p, "--corpus", "wikipedia"), {}, 2, "(--corpus)"),
