@@ -132,23 +132,27 @@ def test_downloads_through_faults(corpus, tmp_path, file_server):
     assert file_server.requests.count("/shard_00000.parquet") == 3
 
 
-def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
-    parquet_dir, _ = corpus
-    reference = files_bytes(pretrain(parquet_dir, tmp_path / "ref"))
-
-    real_flush = binfile.ShardWriter._flush
-    flushes = {"n": 0}
+def killed_at_the_12th_shard(monkeypatch, run):
+    """run() interrupted as it writes its 12th shard (val's 7 and 4 of train's are on disk)."""
+    real_flush, flushes = binfile.ShardWriter._flush, {"n": 0}
 
     def crashing_flush(self):
         flushes["n"] += 1
-        if flushes["n"] == 12:  # val's 7 shards and 4 train shards are on disk
+        if flushes["n"] == 12:
             raise KeyboardInterrupt("killed")
         real_flush(self)
 
     monkeypatch.setattr(binfile.ShardWriter, "_flush", crashing_flush)
     with pytest.raises(KeyboardInterrupt):
-        pretrain(parquet_dir, tmp_path / "out")
+        run()
     monkeypatch.setattr(binfile.ShardWriter, "_flush", real_flush)
+
+
+def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
+    parquet_dir, _ = corpus
+    reference = files_bytes(pretrain(parquet_dir, tmp_path / "ref"))
+
+    killed_at_the_12th_shard(monkeypatch, lambda: pretrain(parquet_dir, tmp_path / "out"))
     out = tmp_path / "out" / "ds"
     assert not (out / "config.json").exists()
 
@@ -175,19 +179,8 @@ def test_encoder_mismatches_are_counted_once_across_a_resume(corpus, tmp_path, m
     groups = sum(pq.ParquetFile(parquet_dir / f"shard_{i:05d}.parquet").num_row_groups for i in range(NUM_FILES))
     assert reference["encoder_mismatches"] == groups
 
-    real_flush = binfile.ShardWriter._flush
-    flushes = {"n": 0}
-
-    def crashing_flush(self):
-        flushes["n"] += 1
-        if flushes["n"] == 12:  # inside train: its row group is tokenized again (and counted again) on resume
-            raise KeyboardInterrupt("killed")
-        real_flush(self)
-
-    monkeypatch.setattr(binfile.ShardWriter, "_flush", crashing_flush)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(parquet_dir, tmp_path / "out")
-    monkeypatch.setattr(binfile.ShardWriter, "_flush", real_flush)
+    # killed inside train: the row group it resumes in is tokenized again (and its mismatch counted again)
+    killed_at_the_12th_shard(monkeypatch, lambda: pretrain(parquet_dir, tmp_path / "out"))
     resumed = json.loads((pretrain(parquet_dir, tmp_path / "out") / "config.json").read_text())
     assert resumed == reference | {"source": resumed["source"]}  # only the output folder's paths differ
 
