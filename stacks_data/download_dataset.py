@@ -21,7 +21,7 @@ from stacks_data import flags, hub
 from stacks_data.errors import FlagError, InputError
 from stacks_data.files import hash_file, human_bytes, write_json
 from stacks_data.manifest import MANIFEST_FILE, read_manifest
-from stacks_data.outputs import DatasetLock
+from stacks_data.outputs import DatasetLock, check_output_folders
 from stacks_data.parallel import ordered_map
 from stacks_data.verify import PARTIAL_FILE
 
@@ -57,7 +57,7 @@ def check_args(args: argparse.Namespace) -> None:
     if unknown or not args.steps:
         raise FlagError(f"unknown step(s) {unknown}", "--steps", f"pass some of {','.join(STEP_FOLDERS)}")
     flags.check_writable_dir(args.out_dir, "--out-dir")
-    flags.check_output_folders(flags.dataset_dir(args), flags.tokenizer_dir(args))
+    check_output_folders(flags.dataset_dir(args), flags.tokenizer_dir(args))
 
 
 def run(args: argparse.Namespace) -> None:

@@ -5,7 +5,8 @@ import os
 import shutil
 import sys
 
-from stacks_data.errors import FlagError, InputError, OutputError
+from stacks_data import outputs
+from stacks_data.errors import FlagError, InputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
 from stacks_data.files import human_bytes, read_json
 from stacks_data.parallel import EXECUTORS, Executor
@@ -84,7 +85,7 @@ def check_common(args: argparse.Namespace) -> None:
     if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
         raise FlagError(f"{args.dataset_name!r} is not a folder name", "--dataset-name", "pass a plain name")
     check_writable_dir(args.out_dir, "--out-dir")
-    check_output_folders(dataset_dir(args), tokenizer_dir(args))
+    outputs.check_output_folders(dataset_dir(args), tokenizer_dir(args))
     if not args.skip_upload and not args.hf_user:
         raise FlagError("uploading needs a hub user or organization", "--hf-user",
                         "pass --hf-user USER (or set $HF_USER), or --skip-upload")
@@ -108,14 +109,6 @@ def check_eval_step(args: argparse.Namespace, input_flag: str) -> None:
     if folder:
         check_input_dir(folder, input_flag)
     check_tokenizer_exists(args)
-
-
-def check_output_folders(*paths: str) -> None:
-    """Output folders must be folders where they exist (a file there would fail a long run at its end)."""
-    for path in paths:
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise OutputError("a file is in the way of an output folder", path, "move it away, or pick another "
-                              "--out-dir / --dataset-name")
 
 
 def check_writable_dir(path: str, flag: str) -> None:

@@ -84,21 +84,22 @@ class DatasetLock:
         return fd
 
     def _tokenizer_busy(self, alone: bool) -> OutputError:
-        exclusive, sharing = [], []
+        running = {}  # step -> PID, of the other steps running on this folder
         for path in sorted(glob.glob(self._path("*"))):
-            name = os.path.basename(path)[len(LOCK_PREFIX):]
-            pid = _pid_in(path)
+            name, pid = os.path.basename(path)[len(LOCK_PREFIX):], _pid_in(path)
             if name not in ("tokenizer", self.step) and pid and _alive(pid):
-                (exclusive if name in ALONE else sharing).append(f"`{name}` PID {pid}")
+                running[name] = pid
+        exclusive = [f"`{name}` PID {pid}" for name, pid in running.items() if name in ALONE]
+        sharing = [f"`{name}` PID {pid}" for name, pid in running.items() if name not in ALONE]
         if exclusive or not alone:
-            doing = "is uploading this dataset" if exclusive and all("`upload`" in e for e in exclusive) \
+            doing = "is uploading this dataset" if set(running) & set(ALONE) == {"upload"} \
                 else "is writing the tokenizer of this dataset"
             return OutputError(f"{' and '.join(exclusive) or 'another run'} {doing}", self.dataset_dir,
                                "wait for it to finish, then rerun")
-        running = ", ".join(sharing) or "PID unknown"
+        readers = ", ".join(sharing) or "PID unknown"
         why = "the tokenizer must not change under them" if self.step in TOKENIZER_WRITERS else \
             "an upload must not mix their old and new files"
-        return OutputError(f"steps that read the tokenizer are running ({running})", self.dataset_dir,
+        return OutputError(f"steps that read the tokenizer are running ({readers})", self.dataset_dir,
                            f"wait for them to finish: {why}")
 
 
@@ -124,6 +125,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def check_output_folders(*paths: str) -> None:
+    """Output folders must be folders where they exist (a file there would fail a long run at its end,
+    or be swapped away by a StagedFolder)."""
+    for path in paths:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError("a file is in the way of an output folder", path, "move it away, or pick another "
+                              "--out-dir / --dataset-name")
+
+
 class StagedFolder:
     """`<dataset>/<name>/`, built whole under `<dataset>/.<name>.staging/` and swapped in by publish().
 
@@ -143,9 +153,7 @@ class StagedFolder:
         self.published = False
 
     def __enter__(self) -> "StagedFolder":
-        if os.path.exists(self.final) and not os.path.isdir(self.final):  # else the swap would stage it
-            raise OutputError("a file is in the way of an output folder", self.final,
-                              "move it away, or pick another --out-dir / --dataset-name")
+        check_output_folders(self.final)
         self._clean_leftovers()
         os.makedirs(self.path)
         return self

@@ -32,7 +32,7 @@ from stacks_data.errors import FlagError, OutputError
 from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
                                torch_save, write_bytes, write_json)
 from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
-from stacks_data.outputs import DatasetLock
+from stacks_data.outputs import DatasetLock, check_output_folders
 from stacks_data.parquet import file_identity, iter_texts
 from stacks_data.progress import bar, say
 from stacks_data.pretokenize import (SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile,
@@ -123,7 +123,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError(f"{args.bin_subdir!r} is not a folder name of its own inside the dataset folder "
                         f"({', '.join(RESERVED_FOLDERS)} belong to other outputs)", "--bin-subdir",
                         "pass another plain name, e.g. fineweb_edu")
-    flags.check_output_folders(os.path.join(flags.dataset_dir(args), args.bin_subdir or corpus.bin_subdir))
+    check_output_folders(os.path.join(flags.dataset_dir(args), args.bin_subdir or corpus.bin_subdir))
 
 
 @dataclass
