@@ -19,8 +19,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stacks_data import chat_eval  # noqa: E402
-from stacks_data.parquet import iter_texts  # noqa: E402
+from stacks_data.steps import chat_eval  # noqa: E402
+from stacks_data.sources.parquet import iter_texts  # noqa: E402
 from stacks_data.tokenizer import RustBPETokenizer, capped_texts  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")

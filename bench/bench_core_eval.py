@@ -1,5 +1,5 @@
 """
-Benchmark: CORE eval pre-tokenization of a full bundle, stacks_data.core_eval vs a naive implementation.
+Benchmark: CORE eval pre-tokenization of a full bundle, stacks_data.steps.core_eval vs a naive implementation.
 
 The naive one is the issue's definition written out per example, as a straightforward port would do it:
 build the few-shot population list, sample it, render the few-shot prompts again for every example,
@@ -21,10 +21,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stacks_data import core_eval  # noqa: E402
+from stacks_data.steps import core_eval  # noqa: E402
 from stacks_data.cli import run_step  # noqa: E402
-from stacks_data.files import torch_save  # noqa: E402
-from stacks_data.parquet import iter_texts  # noqa: E402
+from stacks_data.dataset.files import torch_save  # noqa: E402
+from stacks_data.sources.parquet import iter_texts  # noqa: E402
 from stacks_data.tokenizer import RustBPETokenizer  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")

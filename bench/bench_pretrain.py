@@ -34,9 +34,9 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the pipelines' progress bars would
 from peak_memory import measured  # noqa: E402
 from stacks_data.encoder import FastokensEncoder  # noqa: E402
 from stacks_data.parallel import Executor  # noqa: E402
-from stacks_data.parquet import iter_texts  # noqa: E402
-from stacks_data.pretokenize import Progress, pretokenize  # noqa: E402
-from stacks_data.pretrain import training_texts  # noqa: E402
+from stacks_data.sources.parquet import iter_texts  # noqa: E402
+from stacks_data.steps.pretrain.pretokenize import Progress, pretokenize  # noqa: E402
+from stacks_data.steps.pretrain.step import training_texts  # noqa: E402
 from stacks_data.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, RustBPETokenizer  # noqa: E402
 
 
@@ -161,7 +161,7 @@ def main():
         n = max(args.workers)
         mem = measured(f"""
 from stacks_data.parallel import Executor
-from stacks_data.pretokenize import Progress, pretokenize
+from stacks_data.steps.pretrain.pretokenize import Progress, pretokenize
 pretokenize({tokdir!r}, {paths!r}, {os.path.join(workdir, 'bins_mem')!r}, 100_000_000, Executor({n}), True, "text",
             "fastokens", Progress({os.path.join(workdir, 'm.json')!r}, {{}}))
 """)

@@ -31,9 +31,10 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from stacks_data import sft, sft_sources  # noqa: E402
+from stacks_data.steps import sft
+from stacks_data.sources import sft as sft_sources  # noqa: E402
 from stacks_data.parallel import ordered_map, worker_state  # noqa: E402
-from stacks_data.parquet import iter_texts  # noqa: E402
+from stacks_data.sources.parquet import iter_texts  # noqa: E402
 from stacks_data.tokenizer import RustBPETokenizer, capped_texts, conversation_plan  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data")

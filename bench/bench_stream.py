@@ -111,7 +111,7 @@ def main():
         names = [f"shard_{i:05d}.parquet" for i in range(args.shards)]
         download = measured(f"""
 from concurrent.futures import ThreadPoolExecutor
-from stacks_data.corpus import Shards
+from stacks_data.sources.corpus import Shards
 shards = Shards({names!r}, {os.path.join(work, 'download')!r}, {url!r}, "text")
 with ThreadPoolExecutor(4) as pool:  # ShardStream's parallel downloads
     list(pool.map(shards.fetch, shards.names))

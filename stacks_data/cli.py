@@ -20,16 +20,16 @@ from stacks_data.errors import FlagError, UserError, WorkerError, from_os_error
 # subcommand -> module with add_arguments(parser), check_args(args) and run(args); the data/*.py
 # scripts call these too
 STEPS = {
-    "pretrain": "stacks_data.pretrain",
-    "core-eval": "stacks_data.core_eval",
-    "sft": "stacks_data.sft",
-    "chat-eval": "stacks_data.chat_eval",
+    "pretrain": "stacks_data.steps.pretrain.step",
+    "core-eval": "stacks_data.steps.core_eval",
+    "sft": "stacks_data.steps.sft",
+    "chat-eval": "stacks_data.steps.chat_eval",
 }
 COMMANDS = {
     **STEPS,
-    "verify": "stacks_data.verify",
-    "download": "stacks_data.download_dataset",
-    "upload": "stacks_data.upload_dataset",
+    "verify": "stacks_data.steps.verify",
+    "download": "stacks_data.steps.download",
+    "upload": "stacks_data.steps.upload",
 }
 
 

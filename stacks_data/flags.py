@@ -5,10 +5,10 @@ import os
 import shutil
 import sys
 
-from stacks_data import outputs
+from stacks_data.dataset import folder as outputs
 from stacks_data.errors import FlagError, InputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
-from stacks_data.files import human_bytes, read_json
+from stacks_data.dataset.files import human_bytes, read_json
 from stacks_data.parallel import EXECUTORS, Executor
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
@@ -95,7 +95,7 @@ def check_upload(args: argparse.Namespace) -> None:
     """A step that uploads at the end: the repo id is valid and the hub answers, before any work (after
     every local check: those need no network)."""
     if not getattr(args, "skip_upload", True):
-        from stacks_data.hub import check_upload_possible
+        from stacks_data.remote.hub import check_upload_possible
 
         check_upload_possible(hub_repo_id(args), "--hf-user")
 

@@ -14,10 +14,10 @@ from typing import Iterable, Iterator
 
 import tiktoken
 
-from stacks_data.binfile import MAX_VOCAB
+from stacks_data.dataset.binfile import MAX_VOCAB
 from stacks_data.encoder import TiktokenEncoder, exact_encode, make_encoder
 from stacks_data.errors import InputError
-from stacks_data.files import write_bytes
+from stacks_data.dataset.files import write_bytes
 
 # GPT-4's split pattern, except numbers are split in groups of 1-2 digits (not 1-3): with a small
 # vocab, spending merges on every 3-digit number is wasteful.

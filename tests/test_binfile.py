@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stacks_data.errors import InputError
-from stacks_data.binfile import HEADER_BYTES, MAGIC, ShardWriter, read_bin, read_header, write_bin
+from stacks_data.dataset.binfile import HEADER_BYTES, MAGIC, ShardWriter, read_bin, read_header, write_bin
 
 
 def test_write_read_round_trip(tmp_path):

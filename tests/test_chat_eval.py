@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from fixtures import published_files, repo_files
-from stacks_data import chat_eval, cli
+from stacks_data import cli
+from stacks_data.steps import chat_eval
 from stacks_data.errors import FlagError, InputError
 from stacks_data.tokenizer import RustBPETokenizer
 

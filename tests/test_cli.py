@@ -181,7 +181,7 @@ def test_disk_full_and_read_only_are_one_line(place, monkeypatch, capsys, errno_
     def failing_write(path, chunks):
         raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), path)
 
-    import stacks_data.pretrain  # noqa: F401  (imported before patching: it binds write_bytes by name)
+    import stacks_data.steps.pretrain.step  # noqa: F401  (imported before patching: it binds write_bytes by name)
 
     for module in ("files", "binfile", "tokenizer", "pretrain"):
         monkeypatch.setattr(f"stacks_data.{module}.write_bytes", failing_write)
@@ -197,6 +197,6 @@ def test_bugs_keep_their_traceback(place, monkeypatch):
     def bug(*args, **kwargs):
         raise ZeroDivisionError("a bug of ours")
 
-    monkeypatch.setattr("stacks_data.pretrain.training_settings", bug)
+    monkeypatch.setattr("stacks_data.steps.pretrain.step.training_settings", bug)
     with pytest.raises(ZeroDivisionError):
         cli.main(pretrain(place, "--out-dir", str(place / "bug")))

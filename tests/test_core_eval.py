@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from fixtures import published_files, repo_files
-from stacks_data import core_eval
+from stacks_data.steps import core_eval
 from stacks_data.cli import run_step
-from stacks_data.files import torch_save, torch_save_plain
+from stacks_data.dataset.files import torch_save, torch_save_plain
 from stacks_data.errors import FlagError, InputError, NetworkError
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -491,7 +491,7 @@ def test_download_retries_faults_then_extracts(workdir, file_server, tok):
 def test_step_downloads_bundle_by_default(workdir, file_server, monkeypatch):
     (workdir / "served" / "eval_bundle.zip").write_bytes(bundle_zip(workdir / "bundle"))
     file_server.faults["/eval_bundle.zip"] = ["truncate"]
-    monkeypatch.setattr("stacks_data.download.time.sleep", lambda s: None)
+    monkeypatch.setattr("stacks_data.remote.http.time.sleep", lambda s: None)
     run_core(workdir / "out", "--eval-bundle-url", f"{file_server.url}/eval_bundle.zip", "--skip-upload",
              "--num-workers", "1")
     assert os.path.isfile(workdir / "out" / "eval_bundle" / "core.yaml")

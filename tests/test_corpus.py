@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures import make_docs, write_corpus
-from stacks_data.binfile import read_bin
+from stacks_data.dataset.binfile import read_bin
 from stacks_data.cli import run_step
-from stacks_data.corpus import get_corpus, shard_names
+from stacks_data.sources.corpus import get_corpus, shard_names
 from stacks_data.errors import FlagError, InputError
 from stacks_data.tokenizer import RustBPETokenizer
 

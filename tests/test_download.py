@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from stacks_data.download import download, token_for
+from stacks_data.remote.http import download, token_for
 from stacks_data.errors import NetworkError
 
 OFFLINE = "pass --some-dir instead"

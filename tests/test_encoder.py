@@ -17,11 +17,11 @@ import test_core_eval
 from conftest import ROOT
 from fixtures import make_docs, write_corpus
 from stacks_data import encoder as E
-from stacks_data.binfile import read_bin
+from stacks_data.dataset.binfile import read_bin
 from stacks_data.cli import run_step
 from stacks_data.errors import InputError, WorkerError
 from stacks_data.parallel import ordered_map, run_item
-from stacks_data.parquet import iter_texts
+from stacks_data.sources.parquet import iter_texts
 from stacks_data.tokenizer import RustBPETokenizer
 
 SHARED_CORPUS = sorted(glob.glob(os.path.join(ROOT, "..", "shared", "data", "corpus", "*.parquet")))

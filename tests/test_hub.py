@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from stacks_data.errors import InputError, NetworkError
-from stacks_data.hub import dataset_files
+from stacks_data.remote.hub import dataset_files
 
 
 def put(root, path, body):

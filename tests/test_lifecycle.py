@@ -22,10 +22,10 @@ import test_chat_eval
 import test_core_eval
 import test_sft
 from fixtures import make_docs, write_corpus
-from stacks_data import files
+from stacks_data.dataset import files
 from stacks_data.cli import run_step
 from stacks_data.errors import InputError, OutputError
-from stacks_data.outputs import DatasetLock, StagedFolder
+from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.tokenizer import RustBPETokenizer
 
 
@@ -43,7 +43,7 @@ def tree(folder) -> dict:
 
 KILLING_WRITER = textwrap.dedent("""
     import os, signal, sys
-    import stacks_data.files as files
+    import stacks_data.dataset.files as files
     real, calls = files.write_bytes, [0]
 
     def write_bytes(path, chunks):
@@ -58,8 +58,8 @@ KILLING_WRITER = textwrap.dedent("""
     files.write_bytes = write_bytes
     import atexit
     atexit.register(lambda: print(f"writes: {{calls[0]}}", file=sys.stderr))
-    import stacks_data.binfile, stacks_data.tokenizer
-    stacks_data.binfile.write_bytes = stacks_data.tokenizer.write_bytes = write_bytes
+    import stacks_data.dataset.binfile, stacks_data.tokenizer
+    stacks_data.dataset.binfile.write_bytes = stacks_data.tokenizer.write_bytes = write_bytes
     from stacks_data.cli import main
     sys.argv = ["stacks-data"] + {argv!r}
     main()
@@ -242,7 +242,7 @@ def test_a_file_where_the_folder_goes_is_one_line_and_stays(dataset, step):
 
 def test_staged_folder_survives_a_crash_between_the_two_fallback_renames(tmp_path, monkeypatch):
     # where the system has no atomic exchange, publishing renames x -> .x.old, then .x.staging -> x
-    monkeypatch.setattr("stacks_data.outputs._exchange", lambda a, b: False)
+    monkeypatch.setattr("stacks_data.dataset.folder._exchange", lambda a, b: False)
     (tmp_path / ".x.old").mkdir()  # killed right after the first rename: no x, the old folder aside
     (tmp_path / ".x.old" / "a").write_text("old")
     with StagedFolder(str(tmp_path), "x") as folder:  # the next run puts the old folder back first
@@ -283,7 +283,7 @@ def test_locks(tmp_path):
 
 def test_a_lock_of_a_killed_process_is_no_lock(tmp_path):
     ds = tmp_path / "ds"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from stacks_data.outputs import DatasetLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from stacks_data.dataset.folder import DatasetLock\n"
                                f"DatasetLock({str(ds)!r}, 'pretrain').__enter__(); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"

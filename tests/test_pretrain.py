@@ -12,7 +12,8 @@ import torch
 
 from fixtures import published_files, repo_files, write_corpus
 from test_lifecycle import tree
-from stacks_data import binfile, pretokenize
+from stacks_data.dataset import binfile
+from stacks_data.steps.pretrain import pretokenize
 from stacks_data.cli import run_step
 from stacks_data.errors import FlagError, InputError, NetworkError, OutputError
 from stacks_data.tokenizer import RustBPETokenizer

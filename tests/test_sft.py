@@ -11,11 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from fixtures import published_files, repo_files
-from stacks_data import sft
-from stacks_data import sft_sources as S
+from stacks_data.steps import sft
+from stacks_data.sources import sft as S
 from stacks_data.cli import run_step
 from stacks_data.errors import FlagError, InputError
-from stacks_data.binfile import read_bin
+from stacks_data.dataset.binfile import read_bin
 from stacks_data.tokenizer import RustBPETokenizer
 
 NAME = "tiny"

@@ -6,7 +6,7 @@ import re
 import pyarrow as pa
 import pytest
 
-from stacks_data import sft_sources as S
+from stacks_data.sources import sft as S
 from stacks_data.errors import InputError
 from stacks_data.tokenizer import RustBPETokenizer
 

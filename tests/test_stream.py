@@ -148,7 +148,7 @@ def test_max_cached_shards_never_deletes_the_users_own_files(served):
 
 def test_a_capped_run_has_its_parquet_folder_to_itself(served):
     from stacks_data.errors import OutputError
-    from stacks_data.files import locked
+    from stacks_data.dataset.files import locked
 
     root, _ = served
     with locked(str(root / "parquet" / "shards"), shared=True):  # another run reading that folder

@@ -10,7 +10,7 @@ import tiktoken
 import torch
 
 from fixtures import EXTRAS, make_docs, write_corpus
-from stacks_data import tokenizer_report as R
+from stacks_data.steps.pretrain import tokenizer_report as R
 from stacks_data.cli import run_step
 from stacks_data.tokenizer import RustBPETokenizer
 

@@ -24,7 +24,7 @@ import urllib.request
 from typing import Callable
 
 from stacks_data.errors import NetworkError, UserError
-from stacks_data.files import locked
+from stacks_data.dataset.files import locked
 
 CHUNK = 1 << 20
 DEFAULT_ENDPOINT = "https://huggingface.co"

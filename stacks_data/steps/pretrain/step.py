@@ -23,19 +23,21 @@ import sys
 import time
 from dataclasses import dataclass
 
-from stacks_data import flags, hub, tokenizer_report
-from stacks_data.corpus import PRESETS, Corpus, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
-from stacks_data.download import check_reachable
+from stacks_data import flags
+from stacks_data.remote import hub
+from stacks_data.steps.pretrain import tokenizer_report
+from stacks_data.sources.corpus import PRESETS, Corpus, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
+from stacks_data.remote.http import check_reachable
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.interrupts import import_torch
 from stacks_data.errors import FlagError, OutputError
-from stacks_data.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
+from stacks_data.dataset.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
                                torch_save, write_bytes, write_json)
-from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
-from stacks_data.outputs import DatasetLock, check_output_folders
-from stacks_data.parquet import file_identity, iter_texts
+from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
+from stacks_data.dataset.folder import DatasetLock, check_output_folders
+from stacks_data.sources.parquet import file_identity, iter_texts
 from stacks_data.progress import bar, say
-from stacks_data.pretokenize import (SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile,
+from stacks_data.steps.pretrain.pretokenize import (SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile,
                                      unchecked_resume_files)
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)

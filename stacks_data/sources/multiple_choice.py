@@ -7,8 +7,8 @@ Shared by the SFT mixture and the chat eval, so both see the exact same prompt t
 import numpy as np
 
 from stacks_data.errors import InputError
-from stacks_data.hub import dataset_files
-from stacks_data.parquet import read_rows
+from stacks_data.remote.hub import dataset_files
+from stacks_data.sources.parquet import read_rows
 
 MMLU_REPO = "cais/mmlu"
 ARC_REPO = "allenai/ai2_arc"

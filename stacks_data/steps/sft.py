@@ -14,12 +14,13 @@ import time
 
 import numpy as np
 
-from stacks_data import flags, hub
-from stacks_data import sft_sources as sources
-from stacks_data.binfile import ShardWriter
+from stacks_data import flags
+from stacks_data.remote import hub
+from stacks_data.sources import sft as sources
+from stacks_data.dataset.binfile import ShardWriter
 from stacks_data.errors import InputError
-from stacks_data.files import human_bytes
-from stacks_data.outputs import DatasetLock, StagedFolder
+from stacks_data.dataset.files import human_bytes
+from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer

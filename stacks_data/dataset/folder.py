@@ -25,8 +25,8 @@ import os
 import shutil
 
 from stacks_data.errors import OutputError
-from stacks_data.files import FileRecord, write_json
-from stacks_data.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
+from stacks_data.dataset.files import FileRecord, write_json
+from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 
 TOKENIZER_WRITERS = ("pretrain", "download")  # they (re)write tokenizer/
 ALONE = (*TOKENIZER_WRITERS, "upload")  # they have the folder to themselves: each excludes all the others

@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from stacks_data.errors import InputError
-from stacks_data.files import FileRecord, write_bytes
+from stacks_data.dataset.files import FileRecord, write_bytes
 
 MAGIC = 20240520
 VERSION = 1

@@ -10,11 +10,12 @@ not published. The steps' --hf-user does the same for the step's own files.
 import argparse
 import os
 
-from stacks_data import flags, hub
+from stacks_data import flags
+from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
-from stacks_data.files import human_bytes
-from stacks_data.outputs import DatasetLock
-from stacks_data.verify import verify
+from stacks_data.dataset.files import human_bytes
+from stacks_data.dataset.folder import DatasetLock
+from stacks_data.steps.verify import verify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

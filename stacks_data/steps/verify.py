@@ -23,11 +23,11 @@ import time
 import numpy as np
 
 from stacks_data import flags
-from stacks_data.binfile import HEADER_BYTES, MAGIC, VERSION
+from stacks_data.dataset.binfile import HEADER_BYTES, MAGIC, VERSION
 from stacks_data.errors import InputError, UserError
-from stacks_data.files import human_bytes, read_json
+from stacks_data.dataset.files import human_bytes, read_json
 from stacks_data.interrupts import import_torch
-from stacks_data.manifest import CONFIG_FILE, find_manifests, read_manifest
+from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_manifest
 from stacks_data.parallel import ordered_map
 from stacks_data.progress import bar
 

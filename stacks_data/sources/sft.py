@@ -20,12 +20,12 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from stacks_data.download import download
+from stacks_data.remote.http import download
 from stacks_data.errors import InputError
-from stacks_data.files import read_text
-from stacks_data.hub import cache_root, dataset_files
-from stacks_data.multiple_choice import check_mmlu_row, hf_shuffle_order, load_mmlu, render_mc
-from stacks_data.parquet import open_parquet, read_rows
+from stacks_data.dataset.files import read_text
+from stacks_data.remote.hub import cache_root, dataset_files
+from stacks_data.sources.multiple_choice import check_mmlu_row, hf_shuffle_order, load_mmlu, render_mc
+from stacks_data.sources.parquet import open_parquet, read_rows
 
 SMOLTALK_REPO = "HuggingFaceTB/smol-smoltalk"
 GSM8K_REPO = "openai/gsm8k"

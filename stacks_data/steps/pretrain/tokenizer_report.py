@@ -21,7 +21,7 @@ from importlib.resources import files
 import tiktoken
 
 from stacks_data.encoder import exact_encode
-from stacks_data.files import FileRecord, write_bytes, write_text
+from stacks_data.dataset.files import FileRecord, write_bytes, write_text
 
 REPORT_FILE = "tokenizer_comparison.md"
 PLOT_FILE = "tokenizer_report.png"

@@ -13,10 +13,10 @@ import json
 import os
 import posixpath
 
-from stacks_data.download import check_reachable, download, hub_endpoint, token_for
+from stacks_data.remote.http import check_reachable, download, hub_endpoint, token_for
 from stacks_data.errors import FlagError, InputError, NetworkError
-from stacks_data.files import write_json
-from stacks_data.parquet import check_complete
+from stacks_data.dataset.files import write_json
+from stacks_data.sources.parquet import check_complete
 
 # huggingface_hub reads this at import: without it, its first request of a process asks the hub about
 # AI agents, a network round trip (or a DNS failure offline) that nothing here needs
@@ -181,7 +181,7 @@ def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None =
 
     Only listed files go up: never temp files, progress files, locks, or another step's folder.
     """
-    from stacks_data.manifest import find_manifests, read_manifest, relative
+    from stacks_data.dataset.manifest import find_manifests, read_manifest, relative
 
     manifests = manifests if manifests is not None else find_manifests(dataset_dir)
     if not manifests:

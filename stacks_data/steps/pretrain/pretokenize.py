@@ -23,11 +23,11 @@ import time
 
 import numpy as np
 
-from stacks_data.binfile import ShardWriter
+from stacks_data.dataset.binfile import ShardWriter
 from stacks_data.errors import InputError
-from stacks_data.files import human_bytes, write_json
+from stacks_data.dataset.files import human_bytes, write_json
 from stacks_data.parallel import Executor, worker_state
-from stacks_data.parquet import file_identity, open_parquet, read_texts
+from stacks_data.sources.parquet import file_identity, open_parquet, read_texts
 from stacks_data.progress import bar, say
 from stacks_data.tokenizer import RustBPETokenizer
 

@@ -13,11 +13,12 @@ import argparse
 import os
 import time
 
-from stacks_data import flags, hub
+from stacks_data import flags
+from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
-from stacks_data.files import human_bytes, torch_save
-from stacks_data.multiple_choice import arc_gold, check_mmlu_row, load_arc, load_mmlu, render_mc, shuffled
-from stacks_data.outputs import DatasetLock, StagedFolder
+from stacks_data.dataset.files import human_bytes, torch_save
+from stacks_data.sources.multiple_choice import arc_gold, check_mmlu_row, load_arc, load_mmlu, render_mc, shuffled
+from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.tokenizer import RustBPETokenizer
 
 STEP = "chat-eval"

@@ -17,13 +17,14 @@ import os
 import sys
 import time
 
-from stacks_data import flags, hub
+from stacks_data import flags
+from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
-from stacks_data.files import hash_file, human_bytes, write_json
-from stacks_data.manifest import MANIFEST_FILE, read_manifest
-from stacks_data.outputs import DatasetLock, check_output_folders
+from stacks_data.dataset.files import hash_file, human_bytes, write_json
+from stacks_data.dataset.manifest import MANIFEST_FILE, read_manifest
+from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.parallel import ordered_map
-from stacks_data.verify import PARTIAL_FILE
+from stacks_data.steps.verify import PARTIAL_FILE
 
 STEP_FOLDERS = {"pretrain": "", "core-eval": "core_eval/", "sft": "sft/", "chat-eval": "chat_eval/"}
 # a dataset without manifests: what each step published (the original scripts' layout)

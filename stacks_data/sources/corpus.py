@@ -22,10 +22,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stacks_data.download import download, hub_endpoint
+from stacks_data.remote.http import download, hub_endpoint
 from stacks_data.errors import FlagError, InputError
-from stacks_data.files import read_json, write_json
-from stacks_data.parquet import check_complete, check_text_type, open_parquet
+from stacks_data.dataset.files import read_json, write_json
+from stacks_data.sources.parquet import check_complete, check_text_type, open_parquet
 from stacks_data.progress import bar
 
 PRESETS = {  # name: (repo, dataset name prefix, cache folder, default --num-shards, .bin sub-folder, shards)
@@ -86,7 +86,7 @@ def shard_names(corpus: Corpus, num_shards: int | None, files_pattern: str, parq
         return [f"shard_{i:05d}.parquet" for i in range(num_shards)]
     names = _local_names(parquet_dir, files_pattern) if local_only else []
     if not names:
-        from stacks_data.hub import list_files
+        from stacks_data.remote.hub import list_files
 
         names = list_files(corpus.repo_id, files_pattern, offline=f"put the files in a folder and pass "
                                                                   f"--parquet-dir DIR (DIR/{files_pattern})")

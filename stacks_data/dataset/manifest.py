@@ -13,7 +13,7 @@ import os
 
 from stacks_data import __version__
 from stacks_data.errors import InputError
-from stacks_data.files import FileRecord, write_json
+from stacks_data.dataset.files import FileRecord, write_json
 
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"

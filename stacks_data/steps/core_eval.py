@@ -29,11 +29,12 @@ from dataclasses import dataclass
 
 import yaml
 
-from stacks_data import flags, hub
-from stacks_data.download import download
+from stacks_data import flags
+from stacks_data.remote import hub
+from stacks_data.remote.http import download
 from stacks_data.errors import InputError
-from stacks_data.files import human_bytes, locked, read_text, torch_save_plain
-from stacks_data.outputs import DatasetLock, StagedFolder
+from stacks_data.dataset.files import human_bytes, locked, read_text, torch_save_plain
+from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
