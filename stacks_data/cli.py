@@ -15,22 +15,12 @@ import signal
 import sys
 import traceback
 from stacks_data import __version__
+from stacks_data.dataset import layout
 from stacks_data.errors import FlagError, UserError, WorkerError, from_os_error
 
-# subcommand -> module with add_arguments(parser), check_args(args) and run(args); the data/*.py
-# scripts call these too
-STEPS = {
-    "pretrain": "stacks_data.steps.pretrain.step",
-    "core-eval": "stacks_data.steps.core_eval",
-    "sft": "stacks_data.steps.sft",
-    "chat-eval": "stacks_data.steps.chat_eval",
-}
-COMMANDS = {
-    **STEPS,
-    "verify": "stacks_data.steps.verify",
-    "download": "stacks_data.steps.download",
-    "upload": "stacks_data.steps.upload",
-}
+# subcommand -> module with add_arguments(parser), check_args(args) and run(args) (the layout's table);
+# the data/*.py scripts call these too
+COMMANDS = {command.name: command.module for command in layout.COMMANDS}
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -5,7 +5,8 @@ import os
 import shutil
 import sys
 
-from stacks_data.dataset import folder as outputs
+from stacks_data.dataset.folder import check_output_folders
+from stacks_data.dataset import layout
 from stacks_data.errors import FlagError, InputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
 from stacks_data.dataset.files import human_bytes, read_json
@@ -85,7 +86,7 @@ def check_common(args: argparse.Namespace) -> None:
     if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
         raise FlagError(f"{args.dataset_name!r} is not a folder name", "--dataset-name", "pass a plain name")
     check_writable_dir(args.out_dir, "--out-dir")
-    outputs.check_output_folders(dataset_dir(args), tokenizer_dir(args))
+    check_output_folders(dataset_dir(args), tokenizer_dir(args))
     if not args.skip_upload and not args.hf_user:
         raise FlagError("uploading needs a hub user or organization", "--hf-user",
                         "pass --hf-user USER (or set $HF_USER), or --skip-upload")
@@ -162,7 +163,7 @@ def hub_repo_id(args: argparse.Namespace) -> str:
 
 
 def tokenizer_dir(args: argparse.Namespace) -> str:
-    return os.path.join(dataset_dir(args), "tokenizer")
+    return os.path.join(dataset_dir(args), layout.TOKENIZER_FOLDER)
 
 
 def check_tokenizer_exists(args: argparse.Namespace) -> None:
@@ -170,10 +171,10 @@ def check_tokenizer_exists(args: argparse.Namespace) -> None:
     if os.path.isfile(os.path.join(tokenizer_dir(args), TOKENIZER_FILE)):
         return
     found = sorted(name for name in (os.listdir(args.out_dir) if os.path.isdir(args.out_dir) else [])
-                   if os.path.isfile(os.path.join(args.out_dir, name, "tokenizer", TOKENIZER_FILE)))
+                   if os.path.isfile(os.path.join(args.out_dir, name, layout.TOKENIZER_FOLDER, TOKENIZER_FILE)))
     hint = f", or pass --dataset-name {' / '.join(found)} (found in {args.out_dir})" if found else ""
     raise InputError("no tokenizer", os.path.join(tokenizer_dir(args), TOKENIZER_FILE),
-                     f"run step 1 first (stacks-data pretrain){hint}")
+                     f"run step 1 first (stacks-data {layout.PRETRAIN.name}){hint}")
 
 
 def load_tokenizer(args: argparse.Namespace):

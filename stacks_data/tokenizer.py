@@ -14,6 +14,7 @@ from typing import Iterable, Iterator
 
 import tiktoken
 
+from stacks_data.dataset import layout
 from stacks_data.dataset.binfile import MAX_VOCAB
 from stacks_data.encoder import TiktokenEncoder, exact_encode, make_encoder
 from stacks_data.errors import InputError
@@ -94,7 +95,7 @@ class RustBPETokenizer:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
-            raise InputError("no tokenizer", path, "run step 1 first (stacks-data pretrain): it trains one") from None
+            raise InputError("no tokenizer", path, f"run step 1 first (stacks-data {layout.PRETRAIN.name}): it trains one") from None
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise InputError("the tokenizer is not the one config.json names (tokenizer_sha256 differs)", path,
                              "re-download the dataset or rerun step 1")

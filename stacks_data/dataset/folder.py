@@ -24,12 +24,11 @@ import glob
 import os
 import shutil
 
-from stacks_data.errors import OutputError
+from stacks_data.dataset import layout
 from stacks_data.dataset.files import FileRecord, write_json
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
+from stacks_data.errors import OutputError
 
-TOKENIZER_WRITERS = ("pretrain", "download")  # they (re)write tokenizer/
-ALONE = (*TOKENIZER_WRITERS, "upload")  # they have the folder to themselves: each excludes all the others
 LOCK_PREFIX = ".lock."
 
 
@@ -41,7 +40,8 @@ class DatasetLock:
         self.fds: list[int] = []
 
     def __enter__(self) -> "DatasetLock":
-        writer, alone = self.step in TOKENIZER_WRITERS, self.step in ALONE
+        command = layout.command(self.step)
+        writer, alone = command.writes_tokenizer, command.alone
         self.created = writer and not os.path.exists(self.dataset_dir)
         if writer:
             os.makedirs(self.dataset_dir, exist_ok=True)
@@ -89,18 +89,23 @@ class DatasetLock:
             name, pid = os.path.basename(path)[len(LOCK_PREFIX):], _pid_in(path)
             if name not in ("tokenizer", self.step) and pid and _alive(pid):
                 running[name] = pid
-        exclusive = [f"`{name}` PID {pid}" for name, pid in running.items() if name in ALONE]
-        sharing = [f"`{name}` PID {pid}" for name, pid in running.items() if name not in ALONE]
+        exclusive = [f"`{name}` PID {pid}" for name, pid in running.items() if _alone(name)]
+        sharing = [f"`{name}` PID {pid}" for name, pid in running.items() if not _alone(name)]
         if exclusive or not alone:
-            doing = "is uploading this dataset" if set(running) & set(ALONE) == {"upload"} \
+            doing = "is uploading this dataset" if {n for n in running if _alone(n)} == {layout.UPLOAD.name} \
                 else "is writing the tokenizer of this dataset"
             return OutputError(f"{' and '.join(exclusive) or 'another run'} {doing}", self.dataset_dir,
                                "wait for it to finish, then rerun")
         readers = ", ".join(sharing) or "PID unknown"
-        why = "the tokenizer must not change under them" if self.step in TOKENIZER_WRITERS else \
+        why = "the tokenizer must not change under them" if layout.command(self.step).writes_tokenizer else \
             "an upload must not mix their old and new files"
         return OutputError(f"steps that read the tokenizer are running ({readers})", self.dataset_dir,
                            f"wait for them to finish: {why}")
+
+
+def _alone(name: str) -> bool:
+    """The command of that lock has the folder to itself (a lock of another name excludes no one)."""
+    return any(c.name == name and c.alone for c in layout.COMMANDS)
 
 
 def _pid_in(path: str) -> int | None:

@@ -18,13 +18,13 @@ from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
 from stacks_data.dataset.files import human_bytes, torch_save
 from stacks_data.sources.multiple_choice import arc_gold, check_mmlu_row, load_arc, load_mmlu, render_mc, shuffled
+from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.tokenizer import RustBPETokenizer
 
-STEP = "chat-eval"
+STEP = layout.CHAT_EVAL
 TASKS = ("MMLU", "ARC-Easy", "ARC-Challenge")
 MMLU_LETTERS = ("A", "B", "C", "D")
-SUBDIR = "chat_eval"
 
 
 # ---------------------------------------------------------------- items
@@ -144,10 +144,10 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     dataset = flags.dataset_dir(args)
-    with DatasetLock(dataset, STEP):
+    with DatasetLock(dataset, STEP.name):
         tok = flags.load_tokenizer(args)
         tasks = {label: load_task(label, args.hf_mirror) for label in TASKS}  # all inputs checked first
-        with StagedFolder(dataset, SUBDIR) as folder:
+        with StagedFolder(dataset, STEP.folder) as folder:
             records, entries = [], []
             for label, items in tasks.items():
                 t = time.time()
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> None:
             config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
                       "tokenizer_fingerprint": tok.fingerprint(), "source": hub.source_of(args.hf_mirror),
                       "tasks": entries}
-            manifest = folder.publish(STEP, config, records)
+            manifest = folder.publish(STEP.name, config, records)
         total = sum(task["num_examples"] for task in entries)
         print(f"wrote {total:,} sequences in {len(entries)} tasks to {folder.final} in {time.time() - t0:.1f}s")
         if not args.skip_upload:

@@ -34,13 +34,13 @@ from stacks_data.remote import hub
 from stacks_data.remote.http import download
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes, locked, read_text, torch_save_plain
+from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
 
-STEP = "core-eval"
-SUBDIR = "core_eval"
+STEP = layout.CORE_EVAL
 
 DEFAULT_BUNDLE_URL = "https://karpathy-public.s3.us-west-2.amazonaws.com/eval_bundle.zip"
 TASK_TYPES = ("multiple_choice", "schema", "language_modeling")
@@ -427,13 +427,13 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     dataset = flags.dataset_dir(args)
-    with DatasetLock(dataset, STEP):
+    with DatasetLock(dataset, STEP.name):
         bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
         tasks = load_bundle(bundle)
         for task in tasks:  # every row checked before any work (0.3 s for the whole bundle; workers read them again)
             load_examples(task)
         tok = flags.load_tokenizer(args)
-        with StagedFolder(dataset, SUBDIR) as folder:
+        with StagedFolder(dataset, STEP.folder) as folder:
             # biggest tasks first, so that one does not start last and run alone; each task's file is the
             # same whatever the order, and config.json lists them in core.yaml order
             order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
@@ -447,7 +447,7 @@ def run(args: argparse.Namespace) -> None:
             config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
                       "tokenizer_fingerprint": tok.fingerprint(), "source": {"eval_bundle": source},
                       "tasks": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]}
-            manifest = folder.publish(STEP, config, [e["_record"] for e in entries])
+            manifest = folder.publish(STEP.name, config, [e["_record"] for e in entries])
         for e in entries:
             print(f"  {e['label']:<34} {e['task_type']:<18} {e['num_examples']:>6} examples "
                   f"{e['num_sequences']:>6} seqs {e['_tokens']:>11,} tokens {human_bytes(e['_record'].size):>9}")

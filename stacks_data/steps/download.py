@@ -20,16 +20,14 @@ import time
 from stacks_data import flags
 from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
+from stacks_data.dataset import layout
 from stacks_data.dataset.files import hash_file, human_bytes, write_json
-from stacks_data.dataset.manifest import MANIFEST_FILE, read_manifest
+from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, read_manifest
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.parallel import ordered_map
 from stacks_data.steps.verify import PARTIAL_FILE
 
-STEP_FOLDERS = {"pretrain": "", "core-eval": "core_eval/", "sft": "sft/", "chat-eval": "chat_eval/"}
-# a dataset without manifests: what each step published (the original scripts' layout)
-LEGACY_PATTERNS = {"pretrain": ["config.json", "tokenizer/*", "*.md", "*train_*.bin", "*val_*.bin"],
-                   "core-eval": ["core_eval/*"], "sft": ["sft/*"], "chat-eval": ["chat_eval/*"]}
+STEP_NAMES = [step.name for step in layout.STEPS]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train-shards", type=int, default=-1,
                         help="only the first N train shards (-1: all); the val shards always come")
     parser.add_argument("--tokenizer-only", action="store_true", help="only tokenizer/ (and the config)")
-    parser.add_argument("--steps", default=",".join(STEP_FOLDERS),
+    parser.add_argument("--steps", default=",".join(STEP_NAMES),
                         help="which steps' outputs to fetch, comma-separated (those the repo has)")
     flags.add_workers_flag(parser, executors=False)
 
@@ -54,9 +52,9 @@ def check_args(args: argparse.Namespace) -> None:
     flags.check_at_least(args, "--num-train-shards", -1)
     flags.check_at_least(args, "--num-workers", 1)
     args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = [s for s in args.steps if s not in STEP_FOLDERS]
+    unknown = [s for s in args.steps if s not in STEP_NAMES]
     if unknown or not args.steps:
-        raise FlagError(f"unknown step(s) {unknown}", "--steps", f"pass some of {','.join(STEP_FOLDERS)}")
+        raise FlagError(f"unknown step(s) {unknown}", "--steps", f"pass some of {','.join(STEP_NAMES)}")
     flags.check_writable_dir(args.out_dir, "--out-dir")
     check_output_folders(flags.dataset_dir(args), flags.tokenizer_dir(args))
 
@@ -65,9 +63,9 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     repo_id, dest = flags.hub_repo_id(args), flags.dataset_dir(args)
     offline = "on a machine without network, copy the dataset folder instead and check it with `stacks-data verify`"
-    with DatasetLock(dest, "download"):
+    with DatasetLock(dest, layout.DOWNLOAD.name):
         names = hub.list_files(repo_id, "*", offline=offline)
-        manifests = [n for n in names if n.rsplit("/", 1)[-1] == MANIFEST_FILE and _step_of(n) in args.steps]
+        manifests = [n for n in names if n.rsplit("/", 1)[-1] == MANIFEST_FILE and layout.step_of(n).name in args.steps]
         hub.fetch_files(repo_id, manifests, dest, offline=offline)  # small: always fetched anew
         expected = {}  # repo path -> manifest entry
         for name in manifests:
@@ -99,22 +97,17 @@ def run(args: argparse.Namespace) -> None:
               + (f"; {len(left_out)} files left out on purpose" if left_out else "") + f" ({time.time() - t0:.1f}s)")
 
 
-def _step_of(path: str) -> str:
-    """The step whose outputs hold `path`: its sub-folder's, else step 1's (tokenizer/, shards, ...)."""
-    return next((step for step, folder in STEP_FOLDERS.items() if folder and path.startswith(folder)), "pretrain")
-
-
 def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> list[str]:
     """The repo paths to fetch for the flags: the wanted steps' files, the first N train shards."""
-    steps = ["pretrain"] if args.tokenizer_only else args.steps
+    steps = [layout.PRETRAIN.name] if args.tokenizer_only else args.steps
     chosen = []
     for path in paths:
-        step = _step_of(path)
-        if step not in steps:
+        step = layout.step_of(path)
+        if step.name not in steps:
             continue
-        if not from_manifests and not any(fnmatch.fnmatch(path, p) for p in LEGACY_PATTERNS[step]):
+        if not from_manifests and not any(fnmatch.fnmatch(path, p) for p in step.published_before_manifests):
             continue
-        if args.tokenizer_only and not (path.startswith("tokenizer/") or path in ("config.json", MANIFEST_FILE)):
+        if args.tokenizer_only and not (path.startswith(f"{layout.TOKENIZER_FOLDER}/") or path in (CONFIG_FILE, MANIFEST_FILE)):
             continue
         chosen.append(path)
     if args.num_train_shards >= 0:
@@ -124,7 +117,7 @@ def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> 
 
 
 def _is_train_shard(path: str) -> bool:
-    return _step_of(path) == "pretrain" and fnmatch.fnmatch(path.rsplit("/", 1)[-1], "train_*.bin")
+    return layout.step_of(path) is layout.PRETRAIN and fnmatch.fnmatch(path.rsplit("/", 1)[-1], "train_*.bin")
 
 
 def fetch_checked(repo_id: str, dest: str, wanted: list[str], expected: dict, num_workers: int,

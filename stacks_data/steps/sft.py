@@ -20,13 +20,13 @@ from stacks_data.sources import sft as sources
 from stacks_data.dataset.binfile import ShardWriter
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes
+from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, StagedFolder
 from stacks_data.parallel import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
 
-STEP = "sft"
-SUBDIR = "sft"
+STEP = layout.SFT
 VAL_MMLU = 5200
 VAL_GSM8K = 420
 
@@ -71,7 +71,7 @@ def check_args(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     t0 = time.time()
     dataset = flags.dataset_dir(args)
-    with DatasetLock(dataset, STEP):
+    with DatasetLock(dataset, STEP.name):
         tokenizer = flags.load_tokenizer(args)
         # every source of both splits is loaded (and checked) before anything is written
         splits = {split: mixture_sources(split, args) for split in ("val", "train")}
@@ -83,14 +83,14 @@ def run(args: argparse.Namespace) -> None:
             "tokenizer_fingerprint": tokenizer.fingerprint(),
             "source": hub.source_of(args.hf_mirror),
         }
-        with StagedFolder(dataset, SUBDIR) as folder:
+        with StagedFolder(dataset, STEP.folder) as folder:
             records = []
             for split, (mixture, words) in splits.items():
                 stats, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args), folder.path,
                                                    args)
                 config.update({f"{split}_{key}": value for key, value in stats.items()})
                 records += split_records
-            manifest = folder.publish(STEP, config, records)
+            manifest = folder.publish(STEP.name, config, records)
         print(f"wrote {folder.final}: " + ", ".join(
             f"{split} {config[f'{split}_conversations']:,} conversations / {config[f'{split}_tokens']:,} tokens "
             f"in {config[f'{split}_shards']} shard(s)" for split in ("val", "train"))

@@ -14,6 +14,7 @@ from stacks_data import flags
 from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
 from stacks_data.dataset.files import human_bytes
+from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock
 from stacks_data.steps.verify import verify
 
@@ -37,7 +38,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    with DatasetLock(args.dataset_dir, "upload"):  # not while step 1 rewrites the folder, nor twice at once
+    with DatasetLock(args.dataset_dir, layout.UPLOAD.name):  # not while step 1 rewrites the folder, nor twice at once
         upload(args)
 
 

@@ -23,6 +23,7 @@ import time
 import numpy as np
 
 from stacks_data import flags
+from stacks_data.dataset import layout
 from stacks_data.dataset.binfile import HEADER_BYTES, MAGIC, VERSION
 from stacks_data.errors import InputError, UserError
 from stacks_data.dataset.files import human_bytes, read_json
@@ -30,14 +31,9 @@ from stacks_data.interrupts import import_torch
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_manifest
 from stacks_data.parallel import ordered_map
 from stacks_data.progress import bar
+from stacks_data.tokenizer import TOKENIZER_FILE
 
 PARTIAL_FILE = ".partial.json"  # files a partial download left out on purpose
-PT_KEYS = {  # what the consumers read from each kind of .pt
-    "core-eval": {"task_type", "label", "random_baseline", "num_examples", "sequences", "num_seqs_per_example",
-                  "gold_labels"},
-    "chat-eval": {"task_type", "label", "num_examples", "random_baseline", "sequences"},
-}
-SFT_SHARD = re.compile(r"sft_(train|val)_(\d{6})(_mask)?\.bin")
 CHUNK = 1 << 24
 
 
@@ -151,8 +147,8 @@ def _check_pt(path: str, rel: str, step: str | None) -> list[str]:
     if rel.endswith("token_bytes.pt") or rel.endswith("token_bytes_exact.pt"):
         ok = isinstance(data, torch.Tensor) and data.dtype == torch.int32 and data.dim() == 1
         return [] if ok else [f"{rel}: expected a 1-d int32 tensor"]
-    keys = PT_KEYS.get(step)
-    if keys is not None and (not isinstance(data, dict) or not keys <= set(data)):
+    keys = _step_named(step).pt_keys
+    if keys and (not isinstance(data, dict) or not keys <= set(data)):
         missing = sorted(keys - set(data)) if isinstance(data, dict) else "all"
         return [f"{rel}: missing key(s) {missing}"]
     return []
@@ -198,40 +194,63 @@ def _check_configs(dataset_dir: str, entries: list[tuple[str, dict]]) -> list[st
             problems.append(f"{step}: its config.json is missing, unreadable or not a JSON object")
             continue
         where = config_entry["path"]
-        if step == "pretrain":
-            sub = f"{config['bin_subdir']}/" if config.get("bin_subdir") else ""
-            for split in ("train", "val"):
-                shards = [f for f in step_files if re.fullmatch(rf"{re.escape(sub)}{split}_\d{{6}}\.bin", f["path"])]
-                if config.get(f"{split}_shards") != len(shards):
-                    problems.append(f"{where}: {split}_shards is {config.get(f'{split}_shards')}, the manifest lists "
-                                    f"{len(shards)}")
-                if config.get(f"{split}_tokens") != sum(map(_tokens, shards)):
-                    problems.append(f"{where}: {split}_tokens is {config.get(f'{split}_tokens')}, the shards hold "
-                                    f"{sum(map(_tokens, shards))}")
-            pkl = next((f for f in step_files if f["path"] == "tokenizer/tokenizer.pkl"), None)
-            if pkl is None or pkl["sha256"] != config.get("tokenizer_sha256"):
-                problems.append(f"{where}: tokenizer_sha256 is not the listed tokenizer/tokenizer.pkl's")
-        elif step == "sft":
-            for split in ("train", "val"):
-                tokens = [f for f in step_files if (m := SFT_SHARD.fullmatch(os.path.basename(f["path"])))
-                          and m.group(1) == split and not m.group(3)]
-                masks = {os.path.basename(f["path"]): f for f in step_files if f["path"].endswith("_mask.bin")}
-                for f in tokens:
-                    mask = masks.get(os.path.basename(f["path"])[:-4] + "_mask.bin")
-                    if mask is None:
-                        problems.append(f"{f['path']}: its _mask.bin is not listed")
-                    elif mask["size"] != f["size"]:
-                        problems.append(f"{f['path']}: its _mask.bin has another token count")
-                if config.get(f"{split}_shards") != len(tokens) or config.get(f"{split}_tokens") != sum(map(_tokens, tokens)):
-                    problems.append(f"{where}: {split}_shards / {split}_tokens do not match the listed shards")
-        elif step in ("core-eval", "chat-eval"):
-            files = {os.path.basename(f["path"]) for f in step_files}
-            tasks = config.get("tasks") if isinstance(config.get("tasks"), list) else []
-            missing = [t.get("file") if isinstance(t, dict) else t for t in tasks
-                       if not isinstance(t, dict) or t.get("file") not in files]
-            if missing:
-                problems.append(f"{where}: task file(s) {missing} are not listed in its manifest")
+        check = _step_named(step).config_check
+        problems += CONFIG_CHECKS[check](where, config, step_files) if check else []
         fingerprint = config.get("tokenizer_fingerprint")
-        if step != "pretrain" and root and fingerprint and fingerprint != root.get("tokenizer_fingerprint"):
+        if step != layout.PRETRAIN.name and root and fingerprint and fingerprint != root.get("tokenizer_fingerprint"):
             problems.append(f"{where}: made with another tokenizer than the dataset's (tokenizer_fingerprint differs)")
     return problems
+
+
+def _step_named(name: str | None) -> layout.Step:
+    """The step a manifest names (a step of no name or another name gets no step's checks)."""
+    return next((s for s in layout.STEPS if s.name == name), layout.Step(str(name), ""))
+
+
+def _check_shards(where: str, config: dict, step_files: list[dict]) -> list[str]:
+    """Step 1: the shard counts and token counts per split, and the tokenizer's hash."""
+    problems = []
+    sub = f"{config['bin_subdir']}/" if config.get("bin_subdir") else ""
+    for split in ("train", "val"):
+        shards = [f for f in step_files if f["path"].startswith(sub)
+                  and (m := layout.PRETRAIN.shard_file.fullmatch(f["path"][len(sub):])) and m.group(1) == split]
+        if config.get(f"{split}_shards") != len(shards):
+            problems.append(f"{where}: {split}_shards is {config.get(f'{split}_shards')}, the manifest lists "
+                            f"{len(shards)}")
+        if config.get(f"{split}_tokens") != sum(map(_tokens, shards)):
+            problems.append(f"{where}: {split}_tokens is {config.get(f'{split}_tokens')}, the shards hold "
+                            f"{sum(map(_tokens, shards))}")
+    pkl = next((f for f in step_files if f["path"] == f"{layout.TOKENIZER_FOLDER}/{TOKENIZER_FILE}"), None)
+    if pkl is None or pkl["sha256"] != config.get("tokenizer_sha256"):
+        problems.append(f"{where}: tokenizer_sha256 is not the listed {layout.TOKENIZER_FOLDER}/{TOKENIZER_FILE}'s")
+    return problems
+
+
+def _check_sft_shards(where: str, config: dict, step_files: list[dict]) -> list[str]:
+    """SFT: every token shard has its mask, of the same count; the counts per split."""
+    problems = []
+    for split in ("train", "val"):
+        tokens = [f for f in step_files if (m := layout.SFT.shard_file.fullmatch(os.path.basename(f["path"])))
+                  and m.group(1) == split and not m.group(3)]
+        masks = {os.path.basename(f["path"]): f for f in step_files if f["path"].endswith("_mask.bin")}
+        for f in tokens:
+            mask = masks.get(os.path.basename(f["path"])[:-4] + "_mask.bin")
+            if mask is None:
+                problems.append(f"{f['path']}: its _mask.bin is not listed")
+            elif mask["size"] != f["size"]:
+                problems.append(f"{f['path']}: its _mask.bin has another token count")
+        if config.get(f"{split}_shards") != len(tokens) or config.get(f"{split}_tokens") != sum(map(_tokens, tokens)):
+            problems.append(f"{where}: {split}_shards / {split}_tokens do not match the listed shards")
+    return problems
+
+
+def _check_tasks(where: str, config: dict, step_files: list[dict]) -> list[str]:
+    """Eval steps: every task the config lists has its file in the manifest."""
+    files = {os.path.basename(f["path"]) for f in step_files}
+    tasks = config.get("tasks") if isinstance(config.get("tasks"), list) else []
+    missing = [t.get("file") if isinstance(t, dict) else t for t in tasks
+               if not isinstance(t, dict) or t.get("file") not in files]
+    return [f"{where}: task file(s) {missing} are not listed in its manifest"] if missing else []
+
+
+CONFIG_CHECKS = {"shards": _check_shards, "masked_shards": _check_sft_shards, "tasks": _check_tasks}

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from stacks_data.dataset import layout
 from stacks_data.dataset.binfile import ShardWriter
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes, write_json
@@ -32,7 +33,6 @@ from stacks_data.progress import bar, say
 from stacks_data.tokenizer import RustBPETokenizer
 
 STATE_FILE = ".pretokenize.json"  # progress, for resuming; lives in the dataset folder, not uploaded
-SHARD_FILE = re.compile(r"(train|val)_\d{6}\.bin")
 SPLITS = ("val", "train")
 
 
@@ -142,7 +142,7 @@ def reconcile(progress: Progress, paths: list[str], bin_dir: str, before_change=
                 break
         kept = len(done["shards"])
         for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
-            match = SHARD_FILE.fullmatch(name)
+            match = layout.PRETRAIN.shard_file.fullmatch(name)
             if match and match.group(1) == split and int(name[len(split) + 1:-4]) >= kept:
                 before_change()
                 os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard

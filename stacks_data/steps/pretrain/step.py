@@ -34,18 +34,18 @@ from stacks_data.errors import FlagError, OutputError
 from stacks_data.dataset.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
                                torch_save, write_bytes, write_json)
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
+from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.sources.parquet import file_identity, iter_texts
 from stacks_data.progress import bar, say
-from stacks_data.steps.pretrain.pretokenize import (SHARD_FILE, STATE_FILE, Progress, pretokenize, reading_order, reconcile,
+from stacks_data.steps.pretrain.pretokenize import (STATE_FILE, Progress, pretokenize, reading_order, reconcile,
                                      unchecked_resume_files)
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
 
-STEP = "pretrain"
+STEP = layout.PRETRAIN
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 MAX_DOC_CAP = 100_000
-RESERVED_FOLDERS = ("tokenizer", "core_eval", "sft", "chat_eval")  # the other outputs' sub-folders
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 TYPICAL_SHARD_BYTES = 100e6  # a FineWeb-Edu / ClimbMix shard, when none is on disk to measure
 
@@ -120,10 +120,10 @@ def check_args(args: argparse.Namespace) -> None:
     if args.base_url is not None and not args.base_url.startswith(("http://", "https://")):
         raise FlagError(f"{args.base_url!r} is not an http(s) URL", "--base-url", "pass a URL")
     if args.bin_subdir is not None and (os.path.isabs(args.bin_subdir) or ".." in args.bin_subdir.split("/")
-                                        or args.bin_subdir.split("/")[0] in RESERVED_FOLDERS
+                                        or args.bin_subdir.split("/")[0] in layout.RESERVED_FOLDERS
                                         or args.bin_subdir.startswith(".")):
         raise FlagError(f"{args.bin_subdir!r} is not a folder name of its own inside the dataset folder "
-                        f"({', '.join(RESERVED_FOLDERS)} belong to other outputs)", "--bin-subdir",
+                        f"({', '.join(layout.RESERVED_FOLDERS)} belong to other outputs)", "--bin-subdir",
                         "pass another plain name, e.g. fineweb_edu")
     check_output_folders(os.path.join(flags.dataset_dir(args), args.bin_subdir or corpus.bin_subdir))
 
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> None:
     started = time.time()
     out = flags.dataset_dir(args)
     parquet_dir = args.parquet_dir or default_parquet_dir(get_corpus(args.corpus))
-    with DatasetLock(out, STEP), parquet_dir_claim(parquet_dir, args.max_cached_shards is not None):
+    with DatasetLock(out, STEP.name), parquet_dir_claim(parquet_dir, args.max_cached_shards is not None):
         plan = make_plan(args, out)
         if claim_folder(plan, args.overwrite):
             print(f"{out} is complete (same flags and inputs): nothing to do")
@@ -268,7 +268,7 @@ def build(plan: Plan, args: argparse.Namespace) -> None:
     # config.json is complete (and its manifest, which lists it, is there)
     config_path, config_bytes = os.path.join(plan.out, CONFIG_FILE), json_bytes(config)
     records += [FileRecord(*r) for r in shard_records] + [record_of(config_path, config_bytes)]
-    write_manifest(plan.out, plan.out, STEP, records)
+    write_manifest(plan.out, plan.out, STEP.name, records)
     write_bytes(config_path, [config_bytes])
     for split in ("val", "train"):
         say(f"{split}: {stats[split]['shards']} shards, {stats[split]['tokens']:,} tokens "
@@ -393,7 +393,7 @@ def _short(value) -> str:
 
 
 def _shard_files(folder: str) -> list[str]:
-    return [n for n in os.listdir(folder) if SHARD_FILE.fullmatch(n)] if os.path.isdir(folder) else []
+    return [n for n in os.listdir(folder) if STEP.shard_file.fullmatch(n)] if os.path.isdir(folder) else []
 
 
 def remove_shards(folder: str, progress_path: str) -> None:
