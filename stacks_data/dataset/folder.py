@@ -13,7 +13,7 @@ The dataset folder, and the promises every step keeps about it, made here once f
   last, then swaps it for the old folder in one atomic rename (renameat2 RENAME_EXCHANGE): at every
   instant the folder is the complete old one or the complete new one. What a killed run left is
   removed by the next run of that step.
-Step 1's shards are too large to build twice; pretrain.py keeps its own promise with the lock from
+Step 1's shards are too large to build twice; steps/pretrain keeps its own promise with the lock from
 here (resume, refuse other settings, config.json removed first and written last).
 """
 

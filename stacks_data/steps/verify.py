@@ -15,18 +15,14 @@ A partial download (download_dataset.py --num-train-shards N) lists the files it
 """
 
 import argparse
-import hashlib
 import os
-import re
 import time
-
-import numpy as np
 
 from stacks_data import flags
 from stacks_data.dataset import layout
-from stacks_data.dataset.binfile import HEADER_BYTES, MAGIC, VERSION
+from stacks_data.dataset.binfile import HEADER_BYTES, read_bin
 from stacks_data.errors import InputError, UserError
-from stacks_data.dataset.files import human_bytes, read_json
+from stacks_data.dataset.files import hash_file, human_bytes, read_json
 from stacks_data.interrupts import import_torch
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_manifest
 from stacks_data.parallel import ordered_map
@@ -34,7 +30,6 @@ from stacks_data.progress import bar
 from stacks_data.tokenizer import TOKENIZER_FILE
 
 PARTIAL_FILE = ".partial.json"  # files a partial download left out on purpose
-CHUNK = 1 << 24
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -108,27 +103,18 @@ def check_file(item) -> tuple[list[str], int]:
         problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=not quick)
     elif name.endswith(".pt") and not quick:  # loading a large .pt takes a while: not in a quick check
         problems += _check_pt(local, rel, step)
-    if not quick:
-        digest = hashlib.sha256()
-        with open(local, "rb") as f:
-            while block := f.read(CHUNK):
-                digest.update(block)
-        if digest.hexdigest() != sha256:
-            problems.append(f"{rel}: sha256 differs from the manifest's (corrupt or changed)")
+    if not quick and hash_file(local).sha256 != sha256:
+        problems.append(f"{rel}: sha256 differs from the manifest's (corrupt or changed)")
     return problems, os.path.getsize(local)
 
 
 def _check_bin(path: str, rel: str, vocab: int | None, mask: bool, scan: bool) -> list[str]:
-    header = np.fromfile(path, dtype="<i4", count=256)
-    if header.size != 256 or header[0] != MAGIC:
-        return [f"{rel}: not a .bin token file (bad magic number)"]
-    if header[1] != VERSION:
-        return [f"{rel}: .bin version {header[1]}, expected {VERSION}"]
-    if os.path.getsize(path) != HEADER_BYTES + 2 * int(header[2]):
-        return [f"{rel}: the header announces {header[2]} tokens, the file holds {(os.path.getsize(path) - HEADER_BYTES) // 2}"]
-    if not scan or not header[2]:
+    try:
+        tokens = read_bin(path)
+    except InputError as e:
+        return [f"{rel}: {e.what}"]
+    if not scan or not len(tokens):
         return []
-    tokens = np.memmap(path, dtype="<u2", mode="r", offset=HEADER_BYTES, shape=(int(header[2]),))
     top = int(tokens.max())
     if mask and top > 1:
         return [f"{rel}: a mask holds values other than 0/1 (max {top})"]
