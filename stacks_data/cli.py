@@ -18,7 +18,8 @@ from stacks_data import __version__
 from stacks_data.dataset import layout
 from stacks_data.errors import FlagError, UserError, WorkerError, from_os_error
 
-# subcommand -> module with add_arguments(parser), check_args(args) and run(args) (the layout's table);
+# subcommand -> module with add_arguments(parser), check_args(args) (which may return the step's settings)
+# and run(settings, else args) (the layout's table);
 # the data/*.py scripts call these too
 COMMANDS = {command.name: command.module for command in layout.COMMANDS}
 
@@ -84,9 +85,11 @@ def run_step(command: str, argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> None:
     from stacks_data.flags import check_upload
 
-    args.module.check_args(args)  # every flag, alone and together, before any download or write
+    # every flag, alone and together, before any download or write; a step that has its settings object
+    # gets it, frozen, and never sees `args`
+    settings = args.module.check_args(args)
     check_upload(args)  # the network last
-    args.module.run(args)
+    args.module.run(args if settings is None else settings)
 
 
 class Terminated(KeyboardInterrupt):

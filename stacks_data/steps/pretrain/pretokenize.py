@@ -6,39 +6,24 @@ in order, so the shards are the same for any number of workers. Each document be
 tokens; the stream is cut into shards of exactly shard_size tokens. Validation (the last file) is
 packed first and its last shard flushed however short; then train.
 
-Resuming. The progress file holds, per split, one entry per finished shard: where in the input the
-shard ended (file, row group, and how many of that row group's tokens it took), the counts before
-that row group, and the shard's size and sha256 (for the manifest). A restart continues after the
-last entry, re-tokenizing at most one row group of finished work. It also holds the identity (size
-and footer hash) of every input file consumed: a file whose content changed under the same name
-rolls the split back to the last shard that ended before that file's first token.
+It resumes from, and records each finished shard in, the resume state (resume.py).
 """
 
 import collections
-import json
 import os
-import re
 import threading
 import time
 
 import numpy as np
 
-from stacks_data.dataset import layout
 from stacks_data.dataset.binfile import ShardWriter
 from stacks_data.errors import InputError
-from stacks_data.dataset.files import human_bytes, write_json
+from stacks_data.dataset.files import human_bytes
 from stacks_data.parallel import Executor, worker_state
 from stacks_data.sources.parquet import file_identity, open_parquet, read_texts
 from stacks_data.progress import bar, say
+from stacks_data.steps.pretrain.resume import ResumeState, reading_order, resume_point, shard_name, split_files
 from stacks_data.tokenizer import RustBPETokenizer
-
-STATE_FILE = ".pretokenize.json"  # progress, for resuming; lives in the dataset folder, not uploaded
-SPLITS = ("val", "train")
-
-
-def shard_name(split: str, index: int) -> str:
-    return f"{split}_{index:06d}.bin"
-
 
 # ------------------------------------------------------------------------------------ worker
 
@@ -61,142 +46,16 @@ def describe_task(task: tuple[str, int, int, str]) -> str:
     return f"{path} row group {group} (rows from {first_row})"
 
 
-# ------------------------------------------------------------------------------------ progress
-
-
-class Progress:
-    """The progress file: {"key": settings, "files": {name: identity}, "splits": {split: {...}}}."""
-
-    def __init__(self, path: str, key: dict):
-        self.path = path
-        self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
-        self.names: dict[str, str] = {}  # input path -> the name its identity is kept under: see reconcile
-        self.checked: set[str] = set()  # the input paths the last reconcile found unchanged
-
-    @staticmethod
-    def read_key(path: str) -> dict | None:
-        """The settings an existing progress file was made with (None: there is none; {"unreadable":
-        True} when it does not read: a folder that must be overwritten)."""
-        if not os.path.exists(path):
-            return None
-        try:
-            with open(path, encoding="utf-8") as f:
-                key = json.load(f).get("key")
-        except (OSError, ValueError, AttributeError):
-            key = None
-        return key if isinstance(key, dict) else {"unreadable": True}
-
-    def load(self) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            self.state = json.load(f)
-
-    def save(self) -> None:
-        write_json(self.path, self.state)
-
-    def split(self, split: str) -> dict:
-        return self.state["splits"][split]
-
-    def complete(self) -> bool:
-        return all("result" in self.split(split) for split in SPLITS)
-
-
-def split_files(paths: list[str]) -> dict[str, list[str]]:
-    """Validation is the last file, train the others."""
-    return {"val": paths[-1:], "train": paths[:-1]}
-
-
-def reconcile(progress: Progress, paths: list[str], bin_dir: str, before_change=lambda: None) -> None:
-    """Make the progress file true of the folder and the inputs, before anything is tokenized.
-
-    Per split: an input file whose content changed since it was tokenized rolls the split back to the
-    last shard that ended before that file; so does a shard file that is missing or has another size;
-    shard files after the last recorded one (written just before a crash) are removed. before_change()
-    is called before each such change (e.g. to mark the folder incomplete first).
-    """
-    # identities are kept under the files' paths relative to the folder that holds them all: the same
-    # names for the same shards in another --parquet-dir (e.g. "shard_00001.parquet", "data/a.parquet")
-    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    progress.names = {path: os.path.relpath(path, common).replace(os.sep, "/") for path in paths}
-    progress.checked = set()
-    for split, files in split_files(paths).items():
-        done = progress.split(split)
-        for index, path in enumerate(files):
-            known = progress.state["files"].get(progress.names[path])
-            if known is None or not os.path.exists(path):
-                continue
-            if file_identity(path) == known:
-                progress.checked.add(path)
-            else:
-                before_change()
-                say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
-                _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
-                for later in files[index:]:  # read again: their identities are recorded then
-                    progress.state["files"].pop(progress.names[later], None)
-                progress.save()
-                break
-        for i, shard in enumerate(done["shards"]):
-            path = os.path.join(bin_dir, shard_name(split, i))
-            if not os.path.isfile(path) or os.path.getsize(path) != shard["size"]:
-                before_change()
-                _keep(progress, split, i)
-                break
-        kept = len(done["shards"])
-        for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
-            match = layout.PRETRAIN.shard_file.fullmatch(name)
-            if match and match.group(1) == split and int(name[len(split) + 1:-4]) >= kept:
-                before_change()
-                os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard
-
-
-def _resume_point(done: dict) -> dict:
-    """Where a split resumes: the row group in which its last finished shard ended."""
-    shards = done["shards"]
-    return shards[-1] if shards else {"file": 0, "group": 0, "offset": 0, "docs": 0, "chars": 0}
-
-
-def reading_order(progress: Progress, paths: list[str], bin_dir: str) -> list[str]:
-    """The input files the run still reads, in the order it reads them (val's, then train's, each from
-    the file it resumes in), once the progress file is made true of the folder (reconcile)."""
-    reconcile(progress, paths, bin_dir)
-    return [path for split, files in split_files(paths).items() if "result" not in progress.split(split)
-            for path in files[_resume_point(progress.split(split))["file"]:]]
-
-
-def unchecked_resume_files(progress: Progress, paths: list[str]) -> list[str]:
-    """The files the unfinished splits resume inside, whose tokens are in finished shards, that the last
-    reconcile could not check (not on disk then: evicted or deleted from a cache). They must be
-    downloaded and checked before the run goes on inside them: if one changed, what is in the shards is
-    not what follows."""
-    unchecked = []
-    for split, files in split_files(paths).items():
-        done = progress.split(split)
-        if "result" in done or not done["shards"]:
-            continue
-        path = files[_resume_point(done)["file"]]
-        if progress.names[path] in progress.state["files"] and path not in progress.checked:
-            unchecked.append(path)
-    return unchecked
-
-
-def _keep(progress: Progress, split: str, n: int) -> None:
-    """Keep the first n shards of a split as finished work, forget the rest."""
-    done = progress.split(split)
-    if n < len(done["shards"]) or "result" in done:
-        done.pop("result", None)
-        del done["shards"][n:]
-        progress.save()
-
-
 class SplitPacker:
     """Packs one split's row-group results, in order, into its shards, and keeps its resume point."""
 
     def __init__(self, split: str, files: list[str], bin_dir: str, shard_size: int, keep_partial: bool,
-                 progress: Progress):
+                 progress: ResumeState):
         self.split, self.files, self.bin_dir, self.shard_size = split, files, bin_dir, shard_size
         self.keep_partial, self.progress = keep_partial, progress
         self.done = progress.split(split)
         shards = self.done["shards"]
-        last = _resume_point(self.done)
+        last = resume_point(self.done)
         self.start = (last["file"], last["group"])
         self.skip = last["offset"]
         self.docs, self.chars = last["docs"], last["chars"]
@@ -224,11 +83,11 @@ class SplitPacker:
             path = shards.get(self.files[index])
             metadata = open_parquet(path, [column]).metadata
             identity, name = file_identity(path), self.progress.names[path]
-            if index == first_file and self.done["shards"] and self.progress.state["files"].get(name, identity) != identity:
+            if index == first_file and self.done["shards"] and self.progress.identity(name, identity) != identity:
                 # the run goes on inside this file, after tokens of its earlier content: never mix them
                 raise InputError(f"{name} changed during this run, after it was checked", path,
                                  "rerun the same command: it tokenizes the changed file again")
-            self.progress.state["files"][name] = identity
+            self.progress.tokenizing(name, identity)
             groups = [g for g in range(metadata.num_row_groups) if (index, g) >= (first_file, first_group)]
             left[path] = len(groups)
             if not groups:
@@ -303,7 +162,7 @@ class LocalShards:
 
 
 def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
-                keep_partial: bool, column: str, encoder: str, progress: Progress, shards=None) -> tuple[dict, list]:
+                keep_partial: bool, column: str, encoder: str, progress: ResumeState, shards=None) -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
     shards serves the files of reading_order() as the workers need them (a corpus.ShardStream downloads

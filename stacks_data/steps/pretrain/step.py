@@ -15,8 +15,7 @@ replace what is in the folder stops and says what differs, unless --overwrite.
 
 import argparse
 import contextlib
-import functools
-import json
+import dataclasses
 import os
 import shutil
 import sys
@@ -33,18 +32,19 @@ from stacks_data.interrupts import import_torch
 from stacks_data.errors import FlagError, OutputError
 from stacks_data.dataset.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
                                torch_save, write_bytes, write_json)
-from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, write_manifest
+from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.sources.parquet import file_identity, iter_texts
+from stacks_data.parallel import Executor
 from stacks_data.progress import bar, say
-from stacks_data.steps.pretrain.pretokenize import (STATE_FILE, Progress, pretokenize, reading_order, reconcile,
-                                     unchecked_resume_files)
+from stacks_data.steps.pretrain.pretokenize import pretokenize
+from stacks_data.steps.pretrain.resume import (STATE_FILE, TRAINING_FILE, ResumeState, checked_stream, claim_folder,
+                                              mark_incomplete, reading_order)
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
 
 STEP = layout.PRETRAIN
-TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 MAX_DOC_CAP = 100_000
 SHARD_BYTES_PER_PARQUET_BYTE = 1.1  # FineWeb-Edu: ~100 MB of zstd parquet -> ~110 MB of uint16 tokens
 TYPICAL_SHARD_BYTES = 100e6  # a FineWeb-Edu / ClimbMix shard, when none is on disk to measure
@@ -126,9 +126,45 @@ def check_args(args: argparse.Namespace) -> None:
                         f"({', '.join(layout.RESERVED_FOLDERS)} belong to other outputs)", "--bin-subdir",
                         "pass another plain name, e.g. fineweb_edu")
     check_output_folders(os.path.join(flags.dataset_dir(args), args.bin_subdir or corpus.bin_subdir))
+    return Settings(
+        corpus=args.corpus, files=args.files, text_column=args.text_column, vocab_size=args.vocab_size,
+        num_shards=args.num_shards, tok_train_shards=args.tok_train_shards, max_chars=args.max_chars,
+        doc_cap=args.doc_cap, shard_size=args.shard_size, keep_partial=args.keep_partial,
+        bin_subdir=args.bin_subdir, base_url=args.base_url, parquet_dir=args.parquet_dir,
+        baselines_dir=args.baselines_dir, max_cached_shards=args.max_cached_shards, overwrite=args.overwrite,
+        encoder=args.encoder, dataset_name=args.dataset_name, out=flags.dataset_dir(args),
+        tok_dir=flags.tokenizer_dir(args), executor=flags.executor(args),
+        upload_to=None if args.skip_upload else flags.hub_repo_id(args))
 
 
-@dataclass
+@dataclass(frozen=True)
+class Settings:
+    """The run's flags, checked (check_args builds it once; nothing below the command line sees `args`)."""
+    corpus: str
+    files: str
+    text_column: str
+    vocab_size: int
+    num_shards: int
+    tok_train_shards: int
+    max_chars: int
+    doc_cap: int
+    shard_size: int
+    keep_partial: bool
+    bin_subdir: str | None  # None: the corpus's
+    base_url: str | None  # None: the corpus's
+    parquet_dir: str | None  # None: the corpus's cache folder (and shards may be downloaded)
+    baselines_dir: str | None
+    max_cached_shards: int | None
+    overwrite: bool
+    encoder: str  # as asked for: the tokenizer may need another (checked_encoder_name)
+    dataset_name: str
+    out: str  # the dataset folder
+    tok_dir: str
+    executor: Executor
+    upload_to: str | None  # the hub repo, with --hf-user
+
+
+@dataclass(frozen=True)
 class Plan:
     """What this run works on, found before anything in the dataset folder changes."""
     corpus: Corpus
@@ -139,23 +175,23 @@ class Plan:
     tok_dir: str
     tok_paths: list[str]  # the tokenizer's shards: it trains on all but the last (held out)
     training: dict
-    progress: Progress
+    progress: ResumeState  # what is done (it changes as the run goes; the plan does not)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: Settings) -> None:
     started = time.time()
-    out = flags.dataset_dir(args)
-    parquet_dir = args.parquet_dir or default_parquet_dir(get_corpus(args.corpus))
-    with DatasetLock(out, STEP.name), parquet_dir_claim(parquet_dir, args.max_cached_shards is not None):
-        plan = make_plan(args, out)
-        if claim_folder(plan, args.overwrite):
+    out = settings.out
+    parquet_dir = settings.parquet_dir or default_parquet_dir(get_corpus(settings.corpus))
+    with DatasetLock(out, STEP.name), parquet_dir_claim(parquet_dir, settings.max_cached_shards is not None):
+        plan = make_plan(settings, out)
+        if claim(plan, settings.overwrite):
             print(f"{out} is complete (same flags and inputs): nothing to do")
         else:
-            fetch_tokenizer_shards(plan, args)
-            build(plan, args)
+            plan = fetch_tokenizer_shards(plan, settings)
+            build(plan, settings)
             print(f"done in {time.time() - started:.0f}s: {out}")
-        if not args.skip_upload:
-            hub.upload_dataset(out, flags.hub_repo_id(args), [os.path.join(out, MANIFEST_FILE)])
+        if settings.upload_to:
+            hub.upload_dataset(out, settings.upload_to, [os.path.join(out, MANIFEST_FILE)])
 
 
 @contextlib.contextmanager
@@ -175,28 +211,28 @@ def parquet_dir_claim(parquet_dir: str, deleting: bool):
         yield
 
 
-def make_plan(args: argparse.Namespace, out: str) -> Plan:
+def make_plan(settings: Settings, out: str) -> Plan:
     """The run's shards and settings (every local shard checked; nothing downloaded yet: a complete
     dataset is recognized offline)."""
-    corpus = get_corpus(args.corpus)
-    parquet_dir = args.parquet_dir or default_parquet_dir(corpus)
-    names = shard_names(corpus, args.num_shards, args.files, parquet_dir, local_only=args.parquet_dir is not None)
-    if args.tok_train_shards > len(names):
+    corpus = get_corpus(settings.corpus)
+    parquet_dir = settings.parquet_dir or default_parquet_dir(corpus)
+    names = shard_names(corpus, settings.num_shards, settings.files, parquet_dir, local_only=settings.parquet_dir is not None)
+    if settings.tok_train_shards > len(names):
         raise FlagError(f"must be at most the {len(names)} shards of the run", "--tok-train-shards",
                         f"pass at most {len(names)}")
-    shards = Shards(names, parquet_dir, args.base_url or corpus.default_base_url(), args.text_column,
-                    capped=args.max_cached_shards is not None)
-    bin_subdir = corpus.bin_subdir if args.bin_subdir is None else args.bin_subdir
+    shards = Shards(names, parquet_dir, settings.base_url or corpus.default_base_url(), settings.text_column,
+                    capped=settings.max_cached_shards is not None)
+    bin_subdir = corpus.bin_subdir if settings.bin_subdir is None else settings.bin_subdir
     shards.check_local()
-    warn_if_short_of_disk(shards, out, args.max_cached_shards)
-    tok_paths = shards.paths(names[:args.tok_train_shards])
-    training = training_settings(args, tok_paths[:-1])
+    warn_if_short_of_disk(shards, out, settings.max_cached_shards)
+    tok_paths = shards.paths(names[:settings.tok_train_shards])
+    training = training_settings(settings, tok_paths[:-1])
     # the shards' key: the tokenizer's settings, not its shards' content (the fingerprint covers that)
     tokenizer = {**training, "train_shards": [name for name, _ in training["train_shards"]]}
-    key = {"corpus": corpus.name, "files": names, "text_column": args.text_column, "shard_size": args.shard_size,
-           "keep_partial": args.keep_partial, "bin_subdir": bin_subdir, "tokenizer": tokenizer}
+    key = {"corpus": corpus.name, "files": names, "text_column": settings.text_column, "shard_size": settings.shard_size,
+           "keep_partial": settings.keep_partial, "bin_subdir": bin_subdir, "tokenizer": tokenizer}
     return Plan(corpus, out, shards, bin_subdir, os.path.join(out, bin_subdir) if bin_subdir else out,
-                flags.tokenizer_dir(args), tok_paths, training, Progress(os.path.join(out, STATE_FILE), key))
+                settings.tok_dir, tok_paths, training, ResumeState(os.path.join(out, STATE_FILE), key))
 
 
 def warn_if_short_of_disk(shards: Shards, out: str, max_cached: int | None) -> None:
@@ -210,12 +246,20 @@ def warn_if_short_of_disk(shards: Shards, out: str, max_cached: int | None) -> N
                                 f"downloading {missing} shards" + (f", {max_cached} at a time" if max_cached else ""))
 
 
-def fetch_tokenizer_shards(plan: Plan, args: argparse.Namespace) -> None:
-    """Download the tokenizer's shards, then check the folder again with their content known."""
+def fetch_tokenizer_shards(plan: Plan, settings: Settings) -> Plan:
+    """Download the tokenizer's shards, then check the folder again with their content known: the plan
+    with the tokenizer's training settings complete."""
     check_downloads(plan)
-    plan.shards.fetch_all(plan.shards.names[:args.tok_train_shards])
-    plan.training = training_settings(args, plan.tok_paths[:-1])
-    claim_folder(plan, args.overwrite)
+    plan.shards.fetch_all(plan.shards.names[:settings.tok_train_shards])
+    plan = dataclasses.replace(plan, training=training_settings(settings, plan.tok_paths[:-1]))
+    claim(plan, settings.overwrite)
+    return plan
+
+
+def claim(plan: Plan, overwrite: bool) -> bool:
+    """resume.claim_folder for this plan: True when the folder already holds this exact run, complete."""
+    return claim_folder(plan.progress, plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.shards.paths(),
+                        overwrite, lambda: before_changing(plan))
 
 
 def check_downloads(plan: Plan) -> None:
@@ -227,43 +271,35 @@ def check_downloads(plan: Plan) -> None:
                                               f"({len(missing)} of the run's shards are not in {plan.shards.parquet_dir})")
 
 
-def mark_incomplete(out: str) -> None:
-    """Remove config.json and manifest.json: from here on the folder is visibly incomplete."""
-    for name in (MANIFEST_FILE, CONFIG_FILE):
-        if os.path.exists(os.path.join(out, name)):
-            os.remove(os.path.join(out, name))
-
-
 def before_changing(plan: Plan) -> None:
     """What comes before the folder's finished work changes: the run can go on, and says it is unfinished."""
     check_downloads(plan)
     mark_incomplete(plan.out)
 
 
-def build(plan: Plan, args: argparse.Namespace) -> None:
+def build(plan: Plan, settings: Settings) -> None:
     """Steps 1-5 of the module docstring, the shards downloading all along."""
     mark_incomplete(plan.out)
     stream = ShardStream(plan.shards, reading_order(plan.progress, plan.shards.paths(), plan.bin_dir),
-                         args.max_cached_shards, pinned=plan.tok_paths)
+                         settings.max_cached_shards, pinned=plan.tok_paths)
     try:
-        tok, records = train_or_load_tokenizer(plan.tok_dir, plan.tok_paths[:-1], plan.training, args)
-        if plan.progress.state.get("fingerprint", tok.fingerprint()) != tok.fingerprint():
+        tok, records = train_or_load_tokenizer(plan.tok_dir, plan.tok_paths[:-1], plan.training, settings)
+        if plan.progress.fingerprint(tok.fingerprint()) != tok.fingerprint():
             print("the tokenizer differs from the one the shards were made with: redoing every shard")
-            remove_shards(plan.bin_dir, plan.progress.path)
-            plan.progress = Progress(plan.progress.path, plan.progress.state["key"])
-        plan.progress.state["fingerprint"] = tok.fingerprint()
-        args.encoder = checked_encoder_name(tok.spec, args.encoder)
-        tok.use_encoder(args.encoder)
-        records += check_and_report(tok, plan, args)
+            plan.progress.start_over(plan.bin_dir)
+        plan.progress.made_with(tok.fingerprint())
+        encoder = checked_encoder_name(tok.spec, settings.encoder)
+        tok.use_encoder(encoder)
+        records += check_and_report(tok, plan, settings)
 
         stream.unpin()  # the tokenizer's shards are read: with a cap, they may go (and make room)
-        stream = checked_stream(plan, stream, args.max_cached_shards)
-        stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, args.shard_size,
-                                           flags.executor(args), args.keep_partial, args.text_column, args.encoder,
+        stream = checked_stream(plan.progress, plan.shards, plan.bin_dir, stream, settings.max_cached_shards)
+        stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, settings.shard_size,
+                                           settings.executor, settings.keep_partial, settings.text_column, encoder,
                                            plan.progress, stream)
     finally:
         stream.close()
-    config = make_config(tok, args, plan, stats)
+    config = make_config(tok, settings, plan, stats)
     # manifest.json, then config.json: the file consumers read comes last, so a folder with a
     # config.json is complete (and its manifest, which lists it, is there)
     config_path, config_bytes = os.path.join(plan.out, CONFIG_FILE), json_bytes(config)
@@ -275,41 +311,21 @@ def build(plan: Plan, args: argparse.Namespace) -> None:
             f"({human_bytes(stats[split]['bytes'])})")
     if not stats["train"]["shards"]:  # a complete folder, but nothing for a training script to read
         print(f"warning: no train shards: the train split's {stats['train']['dropped_tokens']:,} tokens are fewer "
-              f"than --shard-size {args.shard_size:,}: pass a smaller --shard-size, more --num-shards, or "
+              f"than --shard-size {settings.shard_size:,}: pass a smaller --shard-size, more --num-shards, or "
               f"--keep-partial", file=sys.stderr)
 
 
-def checked_stream(plan: Plan, stream: ShardStream, max_cached: int | None) -> ShardStream:
-    """A stream of the files the run reads, once every file it resumes inside is known unchanged:
-    reconcile checks the files on disk; one it resumes inside that is not (evicted, deleted) is
-    downloaded first and checked in turn (a changed one moves the resume point back, maybe into another)."""
-    try:
-        while True:
-            order = reading_order(plan.progress, plan.shards.paths(), plan.bin_dir)
-            if stream.order != order:  # the shards were reset or rolled back
-                stream.close()
-                stream = ShardStream(plan.shards, order, max_cached)
-            unchecked = unchecked_resume_files(plan.progress, plan.shards.paths())
-            if not unchecked:
-                return stream
-            for path in unchecked:
-                stream.get(path)
-    except BaseException:
-        stream.close()
-        raise
-
-
-def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace) -> list[FileRecord]:
+def check_and_report(tok: RustBPETokenizer, plan: Plan, settings: Settings) -> list[FileRecord]:
     """Steps 2 and 3: the round trip, token_bytes.pt, the tokenizer report."""
     # real documents: the first 100 of a training shard and of the held-out shard
-    samples = {name: next(iter_texts(path, args.text_column))[1][:100] for name, path in
+    samples = {name: next(iter_texts(path, settings.text_column))[1][:100] for name, path in
                (("training shard", plan.tok_paths[0]), ("held-out shard", plan.tok_paths[-1]))}
     check_round_trip(tok, [text for docs in samples.values() for text in docs])
     records = write_token_bytes(tok, plan.tok_dir)
     report_records, report = tokenizer_report.write_report(
         tok, read_json(os.path.join(plan.tok_dir, TRAINING_FILE), dict) or {},
         {name: "\n".join(docs) for name, docs in samples.items()},
-        held_out_estimate(tok, plan.tok_paths[-1], args.text_column, len(plan.shards.names)), args.baselines_dir,
+        held_out_estimate(tok, plan.tok_paths[-1], settings.text_column, len(plan.shards.names)), settings.baselines_dir,
         plan.out)
     say(report)
     return records + report_records
@@ -318,89 +334,13 @@ def check_and_report(tok: RustBPETokenizer, plan: Plan, args: argparse.Namespace
 # ------------------------------------------------------------------------------------ what is in the folder
 
 
-def training_settings(args: argparse.Namespace, train_paths: list[str]) -> dict:
+def training_settings(settings: Settings, train_paths: list[str]) -> dict:
     """What defines the tokenizer: the same settings and inputs train the same tokenizer. A shard not
     on disk (yet) has an unknown identity: None."""
-    return {"vocab_size": args.vocab_size, "max_chars": args.max_chars, "doc_cap": args.doc_cap,
-            "text_column": args.text_column,
+    return {"vocab_size": settings.vocab_size, "max_chars": settings.max_chars, "doc_cap": settings.doc_cap,
+            "text_column": settings.text_column,
             "train_shards": [[os.path.basename(p), file_identity(p) if os.path.exists(p) else None]
                              for p in train_paths]}
-
-
-def claim_folder(plan: Plan, overwrite: bool) -> bool:
-    """Make the folder ready for this run's settings; True when it already holds this exact run, complete.
-
-    What was made with other settings is an error naming the differences, unless `overwrite`: then it
-    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it).
-    """
-    out, tok_dir, bin_dir, training, progress = plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.progress
-    differences = []
-    trained = (read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
-    if trained is not None:
-        differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training) if trained else \
-            [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
-    old_key = Progress.read_key(progress.path)
-    if old_key and old_key.get("unreadable"):
-        differences.append(f"shards: {STATE_FILE} does not read (damaged)")
-    elif old_key is not None:
-        differences += _differences("shards", old_key, progress.state["key"])
-    elif _shard_files(bin_dir):
-        differences.append(f"{bin_dir} has .bin shards this tool has no record of")
-    if differences and not overwrite:
-        raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
-                          out, "pass --overwrite to replace them, or pick another --dataset-name")
-    changing = functools.cache(lambda: before_changing(plan))  # once, before the first change
-    if differences:
-        changing()
-        if trained is not None and any(d.startswith("tokenizer") for d in differences):
-            shutil.rmtree(tok_dir)
-            for manifest in find_manifests(out):
-                if os.path.dirname(manifest) != out:
-                    print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
-                    shutil.rmtree(os.path.dirname(manifest))
-        old_bin = os.path.join(out, old_key["bin_subdir"]) if old_key and old_key.get("bin_subdir") else out
-        remove_shards(old_bin, progress.path)
-        remove_shards(bin_dir, progress.path)
-        print(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
-        return False
-    if old_key is None:
-        return False
-    progress.load()
-    # changed inputs, missing shards: then it is not complete
-    reconcile(progress, plan.shards.paths(), bin_dir, before_change=changing)
-    return progress.complete() and all(os.path.exists(os.path.join(out, f)) for f in (CONFIG_FILE, MANIFEST_FILE))
-
-
-def _differences(what: str, folder: dict, command: dict) -> list[str]:
-    out = []
-    for k in command:
-        if folder.get(k) != command[k]:
-            if k == "train_shards" and folder.get(k) and [n for n, _ in folder[k]] == [n for n, _ in command[k]]:
-                changed = [n for (n, a), (_, b) in zip(folder[k], command[k]) if a != b and b is not None]
-                if changed:  # (a shard not downloaded yet is checked once it is)
-                    out.append(f"{what}: training shard(s) {', '.join(changed)} changed content since it was trained")
-            elif k == "files":
-                out.append(f"{what}: other input files ({len(folder.get(k) or [])} in the folder, "
-                           f"{len(command[k])} in the command)")
-            else:
-                out.append(f"{what}: {k} is {_short(folder.get(k))} in the folder, {_short(command[k])} in the command")
-    return out
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _shard_files(folder: str) -> list[str]:
-    return [n for n in os.listdir(folder) if STEP.shard_file.fullmatch(n)] if os.path.isdir(folder) else []
-
-
-def remove_shards(folder: str, progress_path: str) -> None:
-    for name in _shard_files(folder):
-        os.remove(os.path.join(folder, name))
-    if os.path.exists(progress_path):
-        os.remove(progress_path)
 
 
 # ------------------------------------------------------------------------------------ 1. training
@@ -416,7 +356,7 @@ def training_texts(paths: list[str], doc_cap: int, max_chars: int, text_column: 
 
 
 def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
-                            args: argparse.Namespace) -> tuple[RustBPETokenizer, list[FileRecord]]:
+                            settings: Settings) -> tuple[RustBPETokenizer, list[FileRecord]]:
     """The tokenizer in tok_dir (claim_folder checked it was trained this way), else a new one."""
     pkl, training_path = os.path.join(tok_dir, TOKENIZER_FILE), os.path.join(tok_dir, TRAINING_FILE)
     if os.path.exists(pkl):
@@ -426,7 +366,7 @@ def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
 
     shutil.rmtree(tok_dir, ignore_errors=True)  # what a killed training left
     counted = {"docs": 0, "chars": 0}
-    progress = bar(total=args.max_chars, desc="tokenizer: reading text", unit="char", unit_scale=True)
+    progress = bar(total=settings.max_chars, desc="tokenizer: reading text", unit="char", unit_scale=True)
 
     def counting(texts):
         for text in texts:
@@ -435,11 +375,11 @@ def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
             progress.update(len(text))
             yield text
         progress.close()
-        print(f"tokenizer: computing {args.vocab_size - len(SPECIAL_TOKENS) - 256:,} merges...", file=sys.stderr)
+        print(f"tokenizer: computing {settings.vocab_size - len(SPECIAL_TOKENS) - 256:,} merges...", file=sys.stderr)
 
     t0 = time.time()
     tok = RustBPETokenizer.train_from_iterator(
-        counting(training_texts(paths, args.doc_cap, args.max_chars, args.text_column)), args.vocab_size)
+        counting(training_texts(paths, settings.doc_cap, settings.max_chars, settings.text_column)), settings.vocab_size)
     progress.close()
     seconds = time.time() - t0
     os.makedirs(tok_dir, exist_ok=True)
@@ -483,22 +423,22 @@ def held_out_estimate(tok: RustBPETokenizer, path: str, column: str, num_shards:
 # ------------------------------------------------------------------------------------ 5. config
 
 
-def make_config(tok: RustBPETokenizer, args, plan: Plan, stats: dict) -> dict:
+def make_config(tok: RustBPETokenizer, settings: Settings, plan: Plan, stats: dict) -> dict:
     corpus, shards, bin_subdir, training, tok_dir = plan.corpus, plan.shards, plan.bin_subdir, plan.training, plan.tok_dir
     config = {
         "vocab_size": tok.get_vocab_size(),
         "bos_id": tok.get_bos_token_id(),
         "special_tokens": {name: tok.encode_special(name) for name in SPECIAL_TOKENS},
-        "dataset_name": args.dataset_name,
-        "shard_size": args.shard_size,
+        "dataset_name": settings.dataset_name,
+        "shard_size": settings.shard_size,
         "bin_subdir": bin_subdir,
         "tokenizer_sha256": hash_file(os.path.join(tok_dir, TOKENIZER_FILE)).sha256,
         "tokenizer_fingerprint": tok.fingerprint(),
         "source": {"corpus": corpus.name, "repo_id": corpus.repo_id, "base_url": shards.base_url,
-                   "parquet_dir": os.path.abspath(shards.parquet_dir), "text_column": args.text_column,
+                   "parquet_dir": os.path.abspath(shards.parquet_dir), "text_column": settings.text_column,
                    "num_shards": len(shards.names), "val_files": shards.names[-1:], "train_files": shards.names[:-1],
                    "tokenizer_train_files": [name for name, _ in training["train_shards"]],
-                   "max_chars": args.max_chars, "doc_cap": args.doc_cap},
+                   "max_chars": settings.max_chars, "doc_cap": settings.doc_cap},
     }
     for split in ("train", "val"):
         s = stats[split]

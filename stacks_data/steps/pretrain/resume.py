@@ -1,0 +1,305 @@
+"""
+Step 1's promise, kept in one place: resume, never mixed, a changed input rolls back.
+
+The resume state (ResumeState, the progress file in the dataset folder) says what is done. Before the run
+changes anything, claim_folder holds it against the folder and the command: other flags are an error
+(or removed with --overwrite); changed inputs and missing or extra shards are rolled back (reconcile);
+the folder is marked incomplete (mark_incomplete) before its finished work first changes. Then
+reading_order says what the run still reads, and checked_stream makes sure every file it resumes inside
+is the one its finished shards were made from.
+
+The progress file holds, per split, one entry per finished shard: where in the input the shard ended
+(file, row group, and how many of that row group's tokens it took), the counts before that row group, and
+the shard's size and sha256 (for the manifest). A restart continues after the last entry, re-tokenizing
+at most one row group of finished work. It also holds the identity (size and footer hash) of every input
+file consumed: a file whose content changed under the same name rolls the split back to the last shard
+that ended before that file's first token.
+"""
+
+import functools
+import json
+import os
+import shutil
+from typing import Callable
+
+from stacks_data.dataset import layout
+from stacks_data.dataset.files import read_json, write_json
+from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests
+from stacks_data.errors import OutputError
+from stacks_data.progress import say
+from stacks_data.sources.corpus import Shards, ShardStream
+from stacks_data.sources.parquet import file_identity
+from stacks_data.tokenizer import TOKENIZER_FILE
+
+STATE_FILE = ".pretokenize.json"  # progress, for resuming; lives in the dataset folder, not uploaded
+TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
+
+SPLITS = ("val", "train")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}_{index:06d}.bin"
+
+
+class ResumeState:
+    """What step 1 has done in its folder, kept in the progress file STATE_FILE:
+    {"key": settings, "fingerprint": the tokenizer's, "files": {name: identity}, "splits": {split: {...}}}."""
+
+    def __init__(self, path: str, key: dict):
+        self.path = path
+        self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
+        self.names: dict[str, str] = {}  # input path -> the name its identity is kept under: see reconcile
+        self.checked: set[str] = set()  # the input paths the last reconcile found unchanged
+
+    @staticmethod
+    def read_key(path: str) -> dict | None:
+        """The settings an existing progress file was made with (None: there is none; {"unreadable":
+        True} when it does not read: a folder that must be overwritten)."""
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                key = json.load(f).get("key")
+        except (OSError, ValueError, AttributeError):
+            key = None
+        return key if isinstance(key, dict) else {"unreadable": True}
+
+    def load(self) -> None:
+        with open(self.path, encoding="utf-8") as f:
+            self.state = json.load(f)
+
+    def save(self) -> None:
+        write_json(self.path, self.state)
+
+    def split(self, split: str) -> dict:
+        return self.state["splits"][split]
+
+    def complete(self) -> bool:
+        return all("result" in self.split(split) for split in SPLITS)
+
+    def fingerprint(self, default: str) -> str:
+        """The fingerprint of the tokenizer the shards were made with (`default` before any shard)."""
+        return self.state.get("fingerprint", default)
+
+    def start_over(self, bin_dir: str) -> None:
+        """Forget every shard, and remove their files and the progress file."""
+        remove_shards(bin_dir, self.path)
+        self.state = ResumeState(self.path, self.state["key"]).state
+
+    def made_with(self, fingerprint: str) -> None:
+        """The shards from here on are made with this tokenizer (saved with the next shard)."""
+        self.state["fingerprint"] = fingerprint
+
+    def identity(self, name: str, default):
+        """The identity of the input file `name` when it was tokenized (default: never)."""
+        return self.state["files"].get(name, default)
+
+    def tokenizing(self, name: str, identity) -> None:
+        """The input file `name` is tokenized now, with this identity (saved with the next shard)."""
+        self.state["files"][name] = identity
+
+
+
+def split_files(paths: list[str]) -> dict[str, list[str]]:
+    """Validation is the last file, train the others."""
+    return {"val": paths[-1:], "train": paths[:-1]}
+
+
+
+def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, training: dict, paths: list[str],
+                 overwrite: bool, before_changing: Callable[[], None]) -> bool:
+    """Make the folder ready for this run's settings; True when it already holds this exact run, complete.
+
+    What was made with other settings is an error naming the differences, unless `overwrite`: then it
+    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it).
+    before_changing() runs once, before the first change to the folder's finished work.
+    """
+    differences = []
+    trained = (read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
+    if trained is not None:
+        differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training) if trained else \
+            [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
+    old_key = ResumeState.read_key(progress.path)
+    if old_key and old_key.get("unreadable"):
+        differences.append(f"shards: {STATE_FILE} does not read (damaged)")
+    elif old_key is not None:
+        differences += _differences("shards", old_key, progress.state["key"])
+    elif _shard_files(bin_dir):
+        differences.append(f"{bin_dir} has .bin shards this tool has no record of")
+    if differences and not overwrite:
+        raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
+                          out, "pass --overwrite to replace them, or pick another --dataset-name")
+    changing = functools.cache(before_changing)  # once, before the first change
+    if differences:
+        changing()
+        if trained is not None and any(d.startswith("tokenizer") for d in differences):
+            shutil.rmtree(tok_dir)
+            for manifest in find_manifests(out):
+                if os.path.dirname(manifest) != out:
+                    print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
+                    shutil.rmtree(os.path.dirname(manifest))
+        old_bin = os.path.join(out, old_key["bin_subdir"]) if old_key and old_key.get("bin_subdir") else out
+        remove_shards(old_bin, progress.path)
+        remove_shards(bin_dir, progress.path)
+        print(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
+        return False
+    if old_key is None:
+        return False
+    progress.load()
+    # changed inputs, missing shards: then it is not complete
+    reconcile(progress, paths, bin_dir, before_change=changing)
+    return progress.complete() and all(os.path.exists(os.path.join(out, f)) for f in (CONFIG_FILE, MANIFEST_FILE))
+
+
+
+def _differences(what: str, folder: dict, command: dict) -> list[str]:
+    out = []
+    for k in command:
+        if folder.get(k) != command[k]:
+            if k == "train_shards" and folder.get(k) and [n for n, _ in folder[k]] == [n for n, _ in command[k]]:
+                changed = [n for (n, a), (_, b) in zip(folder[k], command[k]) if a != b and b is not None]
+                if changed:  # (a shard not downloaded yet is checked once it is)
+                    out.append(f"{what}: training shard(s) {', '.join(changed)} changed content since it was trained")
+            elif k == "files":
+                out.append(f"{what}: other input files ({len(folder.get(k) or [])} in the folder, "
+                           f"{len(command[k])} in the command)")
+            else:
+                out.append(f"{what}: {k} is {_short(folder.get(k))} in the folder, {_short(command[k])} in the command")
+    return out
+
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+
+def _shard_files(folder: str) -> list[str]:
+    return [n for n in os.listdir(folder) if layout.PRETRAIN.shard_file.fullmatch(n)] if os.path.isdir(folder) else []
+
+
+
+def remove_shards(folder: str, progress_path: str) -> None:
+    for name in _shard_files(folder):
+        os.remove(os.path.join(folder, name))
+    if os.path.exists(progress_path):
+        os.remove(progress_path)
+
+
+
+def mark_incomplete(out: str) -> None:
+    """Remove config.json and manifest.json: from here on the folder is visibly incomplete."""
+    for name in (MANIFEST_FILE, CONFIG_FILE):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
+
+def reconcile(progress: ResumeState, paths: list[str], bin_dir: str, before_change=lambda: None) -> None:
+    """Make the progress file true of the folder and the inputs, before anything is tokenized.
+
+    Per split: an input file whose content changed since it was tokenized rolls the split back to the
+    last shard that ended before that file; so does a shard file that is missing or has another size;
+    shard files after the last recorded one (written just before a crash) are removed. before_change()
+    is called before each such change (e.g. to mark the folder incomplete first).
+    """
+    # identities are kept under the files' paths relative to the folder that holds them all: the same
+    # names for the same shards in another --parquet-dir (e.g. "shard_00001.parquet", "data/a.parquet")
+    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    progress.names = {path: os.path.relpath(path, common).replace(os.sep, "/") for path in paths}
+    progress.checked = set()
+    for split, files in split_files(paths).items():
+        done = progress.split(split)
+        for index, path in enumerate(files):
+            known = progress.state["files"].get(progress.names[path])
+            if known is None or not os.path.exists(path):
+                continue
+            if file_identity(path) == known:
+                progress.checked.add(path)
+            else:
+                before_change()
+                say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
+                _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
+                for later in files[index:]:  # read again: their identities are recorded then
+                    progress.state["files"].pop(progress.names[later], None)
+                progress.save()
+                break
+        for i, shard in enumerate(done["shards"]):
+            path = os.path.join(bin_dir, shard_name(split, i))
+            if not os.path.isfile(path) or os.path.getsize(path) != shard["size"]:
+                before_change()
+                _keep(progress, split, i)
+                break
+        kept = len(done["shards"])
+        for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
+            match = layout.PRETRAIN.shard_file.fullmatch(name)
+            if match and match.group(1) == split and int(name[len(split) + 1:-4]) >= kept:
+                before_change()
+                os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard
+
+
+
+def resume_point(done: dict) -> dict:
+    """Where a split resumes: the row group in which its last finished shard ended."""
+    shards = done["shards"]
+    return shards[-1] if shards else {"file": 0, "group": 0, "offset": 0, "docs": 0, "chars": 0}
+
+
+
+def reading_order(progress: ResumeState, paths: list[str], bin_dir: str) -> list[str]:
+    """The input files the run still reads, in the order it reads them (val's, then train's, each from
+    the file it resumes in), once the progress file is made true of the folder (reconcile)."""
+    reconcile(progress, paths, bin_dir)
+    return [path for split, files in split_files(paths).items() if "result" not in progress.split(split)
+            for path in files[resume_point(progress.split(split))["file"]:]]
+
+
+
+def unchecked_resume_files(progress: ResumeState, paths: list[str]) -> list[str]:
+    """The files the unfinished splits resume inside, whose tokens are in finished shards, that the last
+    reconcile could not check (not on disk then: evicted or deleted from a cache). They must be
+    downloaded and checked before the run goes on inside them: if one changed, what is in the shards is
+    not what follows."""
+    unchecked = []
+    for split, files in split_files(paths).items():
+        done = progress.split(split)
+        if "result" in done or not done["shards"]:
+            continue
+        path = files[resume_point(done)["file"]]
+        if progress.names[path] in progress.state["files"] and path not in progress.checked:
+            unchecked.append(path)
+    return unchecked
+
+
+
+def _keep(progress: ResumeState, split: str, n: int) -> None:
+    """Keep the first n shards of a split as finished work, forget the rest."""
+    done = progress.split(split)
+    if n < len(done["shards"]) or "result" in done:
+        done.pop("result", None)
+        del done["shards"][n:]
+        progress.save()
+
+
+
+def checked_stream(progress: ResumeState, shards: Shards, bin_dir: str, stream: ShardStream,
+                   max_cached: int | None) -> ShardStream:
+    """A stream of the files the run reads, once every file it resumes inside is known unchanged:
+    reconcile checks the files on disk; one it resumes inside that is not (evicted, deleted) is
+    downloaded first and checked in turn (a changed one moves the resume point back, maybe into another)."""
+    try:
+        while True:
+            order = reading_order(progress, shards.paths(), bin_dir)
+            if stream.order != order:  # the shards were reset or rolled back
+                stream.close()
+                stream = ShardStream(shards, order, max_cached)
+            unchecked = unchecked_resume_files(progress, shards.paths())
+            if not unchecked:
+                return stream
+            for path in unchecked:
+                stream.get(path)
+    except BaseException:
+        stream.close()
+        raise
+
