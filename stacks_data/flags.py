@@ -30,9 +30,13 @@ def add_output_flags(parser: argparse.ArgumentParser, default_name: str | None =
     parser.add_argument("--dataset-name", default=default_name,
                         help="output folder name under --out-dir, and the hub dataset repo name" + name_help)
     parser.add_argument("--out-dir", default="data", help="parent folder of <dataset-name>/")
-    parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
-                        help="hub user/org to upload to: <hf-user>/<dataset-name> (default: $HF_USER)")
+    add_hf_user_flag(parser, "hub user/org to upload to: <hf-user>/<dataset-name>")
     parser.add_argument("--skip-upload", action="store_true", help="do not upload to the Hugging Face Hub")
+
+
+def add_hf_user_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """--hf-user, the hub user or organization of the dataset repo (every command that reaches the hub)."""
+    parser.add_argument("--hf-user", default=os.environ.get("HF_USER"), help=f"{help} (default: $HF_USER)")
 
 
 def add_mirror_flag(parser: argparse.ArgumentParser) -> None:

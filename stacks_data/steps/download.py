@@ -31,16 +31,24 @@ STEP_NAMES = [step.name for step in layout.STEPS]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
-                        help="the hub user/org that published it (default: $HF_USER)")
+    flags.add_hf_user_flag(parser, "the hub user/org that published it")
     parser.add_argument("--dataset-name", default=flags.DEFAULT_DATASET_NAME, help="the dataset repo's name")
     parser.add_argument("--out-dir", default="data", help="the dataset lands in <out-dir>/<dataset-name>/")
     parser.add_argument("--num-train-shards", type=int, default=-1,
                         help="only the first N train shards (-1: all); the val shards always come")
     parser.add_argument("--tokenizer-only", action="store_true", help="only tokenizer/ (and the config)")
-    parser.add_argument("--steps", default=",".join(STEP_NAMES),
+    parser.add_argument("--steps", default=",".join(STEP_NAMES), type=step_list,
                         help="which steps' outputs to fetch, comma-separated (those the repo has)")
     flags.add_workers_flag(parser, executors=False)
+
+
+def step_list(text: str) -> list[str]:
+    """--steps: comma-separated step names (argparse turns the flag, and its default, into the list)."""
+    steps = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in steps if s not in STEP_NAMES]
+    if unknown or not steps:
+        raise FlagError(f"unknown step(s) {unknown}", "--steps", f"pass some of {','.join(STEP_NAMES)}")
+    return steps
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -51,10 +59,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError(f"{args.dataset_name!r} is not a dataset name", "--dataset-name", "pass a plain name")
     flags.check_at_least(args, "--num-train-shards", -1)
     flags.check_at_least(args, "--num-workers", 1)
-    args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = [s for s in args.steps if s not in STEP_NAMES]
-    if unknown or not args.steps:
-        raise FlagError(f"unknown step(s) {unknown}", "--steps", f"pass some of {','.join(STEP_NAMES)}")
     flags.check_writable_dir(args.out_dir, "--out-dir")
     check_output_folders(flags.dataset_dir(args), flags.tokenizer_dir(args))
 

@@ -21,8 +21,7 @@ from stacks_data.steps.verify import verify
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset_dir", metavar="DIR", help="the dataset folder")
-    parser.add_argument("--hf-user", default=os.environ.get("HF_USER"),
-                        help="hub user/org to upload to (default: $HF_USER)")
+    flags.add_hf_user_flag(parser, "hub user/org to upload to")
     parser.add_argument("--dataset-name", default=None, help="the repo's name (default: the folder's name)")
     parser.add_argument("--dry-run", action="store_true", help="list what would go up and its size; upload nothing")
 
