@@ -35,7 +35,8 @@ from peak_memory import measured  # noqa: E402
 from stacks_data.encoder import FastokensEncoder  # noqa: E402
 from stacks_data.parallel import Executor  # noqa: E402
 from stacks_data.sources.parquet import iter_texts  # noqa: E402
-from stacks_data.steps.pretrain.pretokenize import Progress, pretokenize  # noqa: E402
+from stacks_data.steps.pretrain.pretokenize import pretokenize  # noqa: E402
+from stacks_data.steps.pretrain.resume import ResumeState  # noqa: E402
 from stacks_data.steps.pretrain.step import training_texts  # noqa: E402
 from stacks_data.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, RustBPETokenizer  # noqa: E402
 
@@ -74,7 +75,7 @@ def pipeline_rate(tokenizer_dir, paths, executor, encoder, workdir, shard_size, 
     out = os.path.join(workdir, f"bins_{run}")
     t0 = time.perf_counter()
     stats, _ = pretokenize(tokenizer_dir, paths, out, shard_size, executor, True, "text", encoder,
-                           Progress(os.path.join(workdir, f"state_{run}.json"), {}))
+                           ResumeState(os.path.join(workdir, f"state_{run}.json"), {}))
     seconds = time.perf_counter() - t0
     shutil.rmtree(out)
     tokens = stats["train"]["tokens"] + stats["val"]["tokens"]
@@ -161,9 +162,10 @@ def main():
         n = max(args.workers)
         mem = measured(f"""
 from stacks_data.parallel import Executor
-from stacks_data.steps.pretrain.pretokenize import Progress, pretokenize
+from stacks_data.steps.pretrain.pretokenize import pretokenize
+from stacks_data.steps.pretrain.resume import ResumeState
 pretokenize({tokdir!r}, {paths!r}, {os.path.join(workdir, 'bins_mem')!r}, 100_000_000, Executor({n}), True, "text",
-            "fastokens", Progress({os.path.join(workdir, 'm.json')!r}, {{}}))
+            "fastokens", ResumeState({os.path.join(workdir, 'm.json')!r}, {{}}))
 """)
         print(f"peak RSS at shard size 100M with N={n}: main {mem['main_mb']:.0f} MB, "
               f"largest worker {mem['worker_mb']:.0f} MB (target: under 2 GB)")

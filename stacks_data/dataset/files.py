@@ -48,15 +48,26 @@ def write_bytes(path: str, chunks) -> FileRecord:
     return FileRecord(path, size, digest.hexdigest())
 
 
-@contextlib.contextmanager
-def locked(path: str, shared: bool = False, wait: bool = True):
-    """Hold a flock(2) on `<folder of path>/.locks/<name>.lock` (released when the block ends, or
-    when the process dies). wait=False: BlockingIOError when another process holds it."""
-    folder = os.path.join(os.path.dirname(os.path.abspath(path)), ".locks")
-    os.makedirs(folder, exist_ok=True)
-    fd = os.open(os.path.join(folder, os.path.basename(path) + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+def lock_file(lock_path: str, shared: bool = False, wait: bool = True) -> int:
+    """Open `lock_path` (created if need be) and flock(2) it: the lock is held until the returned fd is
+    closed, or the process dies (a crashed run never blocks the next). wait=False: BlockingIOError when
+    another process holds it. The one lock scheme of the package (locked below, the dataset folder's locks)."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+@contextlib.contextmanager
+def locked(path: str, shared: bool = False, wait: bool = True):
+    """Hold a lock_file on `<folder of path>/.locks/<name>.lock` while the block runs."""
+    folder = os.path.join(os.path.dirname(os.path.abspath(path)), ".locks")
+    os.makedirs(folder, exist_ok=True)
+    fd = lock_file(os.path.join(folder, os.path.basename(path) + ".lock"), shared, wait)
+    try:
         yield
     finally:
         os.close(fd)

@@ -19,13 +19,12 @@ here (resume, refuse other settings, config.json removed first and written last)
 
 import ctypes
 import errno
-import fcntl
 import glob
 import os
 import shutil
 
 from stacks_data.dataset import layout
-from stacks_data.dataset.files import FileRecord, write_json
+from stacks_data.dataset.files import FileRecord, lock_file, write_json
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 from stacks_data.errors import OutputError
 
@@ -46,14 +45,14 @@ class DatasetLock:
         if writer:
             os.makedirs(self.dataset_dir, exist_ok=True)
         try:
-            own = self._lock(self.step, fcntl.LOCK_EX)
+            own = self._lock(self.step)
             if own is None:
                 pid = _pid_in(self._path(self.step))
                 raise OutputError(f"another `{self.step}` run{_pid_text(pid)} is writing this dataset",
                                   self.dataset_dir, "wait for it to finish, or stop it")
             os.ftruncate(own, 0)
             os.pwrite(own, f"{os.getpid()}\n".encode(), 0)
-            if self._lock("tokenizer", fcntl.LOCK_EX if alone else fcntl.LOCK_SH) is None:
+            if self._lock("tokenizer", shared=not alone) is None:
                 raise self._tokenizer_busy(alone)
         except BaseException:
             self.__exit__()
@@ -73,12 +72,10 @@ class DatasetLock:
     def _path(self, name: str) -> str:
         return os.path.join(self.dataset_dir, LOCK_PREFIX + name)
 
-    def _lock(self, name: str, mode: int) -> int | None:
-        fd = os.open(self._path(name), os.O_RDWR | os.O_CREAT, 0o644)
+    def _lock(self, name: str, shared: bool = False) -> int | None:
         try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            fd = lock_file(self._path(name), shared, wait=False)
         except BlockingIOError:
-            os.close(fd)
             return None
         self.fds.append(fd)
         return fd
