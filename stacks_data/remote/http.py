@@ -71,7 +71,9 @@ def download(url: str, dest: str, *, offline: str, verify: Callable[[str], None]
     """
     if os.path.exists(dest):
         return dest
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    from huggingface_hub import constants  # HF_HUB_OFFLINE as the Hub client reads it: one answer everywhere
+
+    if constants.is_offline_mode():
         raise NetworkError("HF_HUB_OFFLINE is set, and this file is not here yet", dest, offline)
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
     # runs that share a cache folder (a vocab sweep over one corpus) fetch each file once
