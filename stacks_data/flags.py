@@ -192,7 +192,6 @@ def load_tokenizer(args: argparse.Namespace):
                              "run step 1 again, or download the dataset again (download_dataset.py)")
         sha256 = config.get("tokenizer_sha256")
     tok = RustBPETokenizer.from_directory(tokenizer_dir(args), sha256=sha256)
-    if hasattr(args, "encoder"):  # checked once here; the workers load the same one
-        args.encoder = checked_encoder_name(tok.spec, args.encoder)
-        tok.use_encoder(args.encoder)
+    if hasattr(args, "encoder"):  # checked once here; the workers load the one it chose: tok.encoder.name
+        tok.use_encoder(checked_encoder_name(tok.spec, args.encoder))
     return tok

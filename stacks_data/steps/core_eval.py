@@ -439,7 +439,7 @@ def run(args: argparse.Namespace) -> None:
             order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
             items = [(tasks[i], folder.path, args.max_seq_len) for i in order]
             results = flags.executor(args, len(tasks)).map(
-                _process_task, items, setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(args), args.encoder)),
+                _process_task, items, setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(args), tok.encoder.name)),
                 describe=_describe)
             done = dict(zip(order, bar(iterable=results, total=len(tasks), desc="core eval tasks", unit="task")))
             entries = [done[i] for i in range(len(tasks))]

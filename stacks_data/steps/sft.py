@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> None:
         with StagedFolder(dataset, STEP.folder) as folder:
             records = []
             for split, (mixture, words) in splits.items():
-                stats, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args), folder.path,
-                                                   args)
+                stats, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args),
+                                                   tokenizer.encoder.name, folder.path, args)
                 config.update({f"{split}_{key}": value for key, value in stats.items()})
                 records += split_records
             manifest = folder.publish(STEP.name, config, records)
@@ -183,7 +183,7 @@ def render_chunk(chunk):
     return np.array(ids, dtype=np.uint16), np.array(mask, dtype=np.uint8), len(valid), truncated, invalid
 
 
-def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: str,
+def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: str, out_dir: str,
                 args: argparse.Namespace) -> tuple[dict, list]:
     """Render, tokenize and pack one split; returns its config.json entries and its files' records."""
     source_counts, invalid_counts = {}, {}
@@ -194,7 +194,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, out_dir: s
     conversations = truncated = 0
     chunk_list = chunks(mixture, order, args.chunk_size)
     results = flags.executor(args).map(render_chunk, chunk_list,
-                                       setup=(worker_setup, (tokenizer_dir, args.encoder, words, args.max_seq_len)),
+                                       setup=(worker_setup, (tokenizer_dir, encoder, words, args.max_seq_len)),
                                        describe=lambda chunk: describe_chunk(split, mixture, chunk))
     with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress:
         for ids, mask, n_valid, n_truncated, invalid in results:
