@@ -30,6 +30,8 @@ COMMANDS = {
     "verify": "stacks_data.verify",
     "download": "stacks_data.download_dataset",
     "upload": "stacks_data.upload_dataset",
+    "card": "stacks_data.card",
+    "inspect": "stacks_data.inspect_shards",
 }
 
 
