@@ -31,6 +31,8 @@ SOURCE_CARDS = {
     "openai/gsm8k": ("mit", ["en"]),
     "allenai/ai2_arc": ("cc-by-sa-4.0", ["en"]),
 }
+STEP_NAMES = {"core-eval": "the CORE eval tasks", "sft": "the SFT conversation mixture (tokens and loss mask)",
+              "chat-eval": "the chat eval sets"}
 SFT_SOURCES = {"SmolTalk": "HuggingFaceTB/smol-smoltalk", "MMLU": "cais/mmlu", "GSM8K": "openai/gsm8k"}
 CHAT_EVAL_SOURCES = {"MMLU": "cais/mmlu", "ARC-Easy": "allenai/ai2_arc", "ARC-Challenge": "allenai/ai2_arc"}
 STEP_TITLES = {"pretrain": "1. Pretraining shards and tokenizer", "core-eval": "2. CORE eval",
@@ -124,11 +126,10 @@ def card(dataset_dir: str) -> str:
            f"stacks-data {manifest.get('stacks_data_version', __version__)} from "
            f"`{source.get('repo_id', source.get('corpus', '?'))}`: a BPE tokenizer of {config['vocab_size']:,} tokens "
            f"trained on that corpus, and the corpus as `.bin` token shards a training script loads directly"
-           + (", with " + ", ".join(STEP_TITLES[s].split(". ", 1)[1] for s in steps if s != "pretrain" and s in STEP_TITLES)
-              if len(steps) > 1 else "") + ".", "",
+           + _with(steps) + ".", "",
            *_license_lines(source, repos, license), "",
            "## Contents", "",
-           "| step | files | size | tokens | documents |", "|---|---:|---:|---:|---:|"]
+           "| step | files | size | tokens | documents / examples |", "|---|---:|---:|---:|---:|"]
     for step, (m, c) in steps.items():
         files = m["files"]
         tokens = sum(c.get(f"{s}_tokens", 0) for s in ("train", "val"))
@@ -149,6 +150,13 @@ def card(dataset_dir: str) -> str:
         out += step_section(dataset_dir, step, m, c)
     out += usage_section(name, config)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _with(steps: dict) -> str:
+    others = [STEP_NAMES[s] for s in steps if s in STEP_NAMES]
+    if not others:
+        return ""
+    return ", with " + (" and ".join(others) if len(others) < 3 else ", ".join(others[:-1]) + " and " + others[-1])
 
 
 def _license_lines(source: dict, repos: list[str], license: str) -> list[str]:

@@ -6,8 +6,8 @@
   stacks-data inspect data/fineweb_edu_32k_8_370/val_000000.bin --plot lengths.png
 
 SFT conversations show the tokens whose mask is 1 (what the loss sees) in colour on a terminal, and
-between [[ and ]] otherwise. Fast on any dataset size: the counts come from config.json, shards are
-memory-mapped, and only the tokens shown are read (finding document K reads up to its end).
+between [[ and ]] otherwise. Fast on any dataset size: the counts come from config.json, and only the
+tokens shown are read (finding document K reads the split up to its end, in bounded chunks).
 """
 
 import argparse
@@ -19,14 +19,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from stacks_data import flags
-from stacks_data.binfile import open_tokens
+from stacks_data.binfile import HEADER_BYTES, open_tokens
 from stacks_data.errors import FlagError, InputError
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
 SPLITS = ("val", "train", "sft_val", "sft_train")
 OVERVIEW_DOCS = 3          # documents shown without --doc
 OVERVIEW_TOKENS = 256      # and their first tokens (a screen)
-CHUNK = 1 << 24            # tokens scanned for <|bos|> at once (32 MB of uint16): bounded memory
+CHUNK = 1 << 22            # tokens scanned for <|bos|> at once (8 MB of uint16): bounded memory
 PLOT_TOKENS = 200_000_000  # tokens per split whose documents --plot measures (a few seconds each)
 MARK_ON, MARK_OFF = ("\033[1;32m", "\033[0m")  # supervised tokens on a terminal: bold green
 
@@ -131,24 +131,28 @@ def dataset_root(path: str) -> str | None:
 
 
 class Stream:
-    """The shards of a split as one sequence of tokens (a document may run across shards), memory-mapped."""
+    """The shards of a split as one sequence of tokens (a document may run across shards). Only the
+    headers are read here; read() reads exactly the range asked for (no mapping that keeps a 40 GB
+    folder's pages resident)."""
 
     def __init__(self, paths: list[str]):
         opened = [open_tokens(p) for p in paths]
+        self.paths = paths
         self.headers = [h for h, _ in opened]
-        self.arrays = [a for _, a in opened]
-        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.dtypes = [a.dtype for _, a in opened]
+        self.starts = np.cumsum([0] + [len(a) for _, a in opened])
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
     def read(self, begin: int, end: int) -> np.ndarray:
-        """Tokens [begin, end) as an in-memory array (only these pages are read)."""
+        """Tokens [begin, end) as an in-memory array."""
         parts = []
-        for i, array in enumerate(self.arrays):
-            lo, hi = max(begin - self.starts[i], 0), min(end - self.starts[i], len(array))
+        for i, (path, dtype) in enumerate(zip(self.paths, self.dtypes)):
+            lo = max(begin - int(self.starts[i]), 0)
+            hi = min(end - int(self.starts[i]), int(self.starts[i + 1] - self.starts[i]))
             if lo < hi:
-                parts.append(np.asarray(array[lo:hi]))
+                parts.append(np.fromfile(path, dtype=dtype, count=hi - lo, offset=HEADER_BYTES + lo * dtype.itemsize))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
     def locate(self, position: int) -> tuple[str, int]:
@@ -156,18 +160,22 @@ class Stream:
         i = int(np.searchsorted(self.starts, position, side="right")) - 1
         return i, position - int(self.starts[i])
 
-    def bos_positions(self, bos: int, limit: int | None = None, stop_after: int | None = None) -> np.ndarray:
-        """Positions of <|bos|> among the first `limit` tokens, scanned chunk by chunk (numpy, bounded
-        memory), stopping once `stop_after` were found."""
+    def bos_positions(self, bos: int, limit: int | None = None, first: int = 0,
+                      stop_after: int | None = None) -> tuple[np.ndarray, int]:
+        """(positions of the <|bos|> number `first` onwards, how many were seen) among the first `limit`
+        tokens, scanned chunk by chunk (numpy, bounded memory), stopping once `stop_after` were seen."""
         end = len(self) if limit is None else min(limit, len(self))
-        found, count = [], 0
+        kept, seen = [], 0
         for begin in range(0, end, CHUNK):
             hits = np.flatnonzero(self.read(begin, min(begin + CHUNK, end)) == bos) + begin
-            found.append(hits)
-            count += hits.size
-            if stop_after is not None and count >= stop_after:
+            if first - seen < hits.size:  # only those asked for: memory stays bounded
+                kept.append(hits[max(first - seen, 0):].copy())
+            seen += hits.size
+            if stop_after is not None and seen >= stop_after:
                 break
-        return np.concatenate(found)[:stop_after] if found else np.zeros(0, dtype=np.int64)
+        positions = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+        return (positions if stop_after is None else positions[:max(stop_after - first, 0)]), \
+            (seen if stop_after is None else min(seen, stop_after))
 
 
 # ------------------------------------------------------------------------------------ showing
@@ -206,17 +214,18 @@ def show_documents(split: Split, tok: RustBPETokenizer | None, bos: int | None, 
         return
     wanted = [args.doc] if args.doc is not None else list(range(OVERVIEW_DOCS))
     max_tokens = args.max_tokens or (None if args.doc is not None else OVERVIEW_TOKENS)
-    starts = stream.bos_positions(bos, stop_after=wanted[-1] + 2)  # reads up to the end of the last one
-    if args.doc is not None and args.doc >= len(starts):
-        raise InputError(f"the split has {len(starts):,} documents, so no document {args.doc}",
-                         split.paths[0], f"pass --doc below {len(starts):,}")
-    if starts.size and starts[0] != 0:
+    # reads up to the end of the last document wanted (the next <|bos|>), no further
+    starts, seen = stream.bos_positions(bos, first=wanted[0], stop_after=wanted[-1] + 2)
+    if args.doc is not None and args.doc >= seen:
+        raise InputError(f"the split has {seen:,} documents, so no document {args.doc}",
+                         split.paths[0], f"pass --doc below {seen:,}")
+    if wanted[0] == 0 and starts.size and starts[0] != 0:
         print(f"({starts[0]:,} tokens before the first <|bos|> continue a document of the previous shard)")
     for k in wanted:
-        if k >= len(starts):
+        if k >= seen:
             break
-        begin = int(starts[k])
-        end = int(starts[k + 1]) if k + 1 < len(starts) else len(stream)
+        begin = int(starts[k - wanted[0]])
+        end = int(starts[k - wanted[0] + 1]) if k + 1 < seen else len(stream)
         shown_end = end if max_tokens is None else min(end, begin + 1 + max_tokens)
         shard, offset = stream.locate(begin)
         cut = f", first {shown_end - begin - 1:,} shown" if shown_end < end else ""
@@ -241,15 +250,16 @@ def plot_lengths(splits: dict[str, Split], bos: int, path: str) -> None:
         stream = Stream(split.paths)
         end = min(len(stream), PLOT_TOKENS)
         capped |= end < len(stream)
-        starts = stream.bos_positions(bos, limit=end)
+        starts = stream.bos_positions(bos, limit=end)[0]
         lengths[name] = np.diff(np.append(starts, end))
         longest = max(longest, int(lengths[name].max(initial=1)))
     bins = np.unique(np.geomspace(1, longest + 1, 60).astype(np.int64))
-    for name, values in lengths.items():
-        ax.hist(values, bins=bins, histtype="step", label=f"{name} ({len(values):,} documents)")
+    for name, values in lengths.items():  # shares, so that a small split shows beside a big one
+        ax.hist(values, bins=bins, weights=np.full(len(values), 1 / max(len(values), 1)), histtype="step",
+                label=f"{name} ({len(values):,} documents)")
     ax.set_xscale("log")
     ax.set_xlabel("document length in tokens, <|bos|> included")
-    ax.set_ylabel("documents")
+    ax.set_ylabel("share of the split's documents")
     ax.set_title("Document lengths per split" + (f" (the first {PLOT_TOKENS:,} tokens of each)" if capped else ""))
     ax.legend()
     fig.tight_layout()
@@ -296,7 +306,7 @@ def inspect(args: argparse.Namespace) -> None:
         if os.path.isfile(args.path):  # one file: its header's count, and its documents (one shard's scan)
             stream = Stream(split.paths)
             tokens = len(stream)
-            documents = len(stream.bos_positions(bos)) if bos is not None else None
+            documents = stream.bos_positions(bos)[1] if bos is not None else None
         print(f"{split.name:<16}{len(split.paths):>7}{_count(tokens):>16}{_count(documents):>14}")
     if os.path.isdir(args.path):
         print("(counts from config.json)")
