@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stacks_data import flags
+from stacks_data import flags, progress
 from stacks_data.binfile import HEADER_BYTES, open_tokens
 from stacks_data.errors import FlagError, InputError
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
@@ -166,13 +166,15 @@ class Stream:
         tokens, scanned chunk by chunk (numpy, bounded memory), stopping once `stop_after` were seen."""
         end = len(self) if limit is None else min(limit, len(self))
         kept, seen = [], 0
-        for begin in range(0, end, CHUNK):
-            hits = np.flatnonzero(self.read(begin, min(begin + CHUNK, end)) == bos) + begin
-            if first - seen < hits.size:  # only those asked for: memory stays bounded
-                kept.append(hits[max(first - seen, 0):].copy())
-            seen += hits.size
-            if stop_after is not None and seen >= stop_after:
-                break
+        with progress.bar(total=end, unit="tok", unit_scale=True, desc="finding documents", leave=False) as bar:
+            for begin in range(0, end, CHUNK):
+                hits = np.flatnonzero(self.read(begin, min(begin + CHUNK, end)) == bos) + begin
+                if first - seen < hits.size:  # only those asked for: memory stays bounded
+                    kept.append(hits[max(first - seen, 0):].copy())
+                seen += hits.size
+                bar.update(min(CHUNK, end - begin))
+                if stop_after is not None and seen >= stop_after:
+                    break
         positions = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
         return (positions if stop_after is None else positions[:max(stop_after - first, 0)]), \
             (seen if stop_after is None else min(seen, stop_after))
