@@ -19,7 +19,7 @@ import yaml
 from stacks_data import __version__, flags
 from stacks_data.errors import InputError
 from stacks_data.files import human_bytes, write_text
-from stacks_data.manifest import find_manifests, read_manifest, relative
+from stacks_data.manifest import find_manifests, read_config, read_manifest, relative
 from stacks_data.tokenizer_report import PLOT_FILE, REPORT_FILE
 
 CARD_FILE = "README.md"
@@ -70,20 +70,12 @@ def read_steps(dataset_dir: str) -> dict[str, tuple[dict, dict]]:
     for path in find_manifests(dataset_dir):
         manifest = read_manifest(path)
         config_path = os.path.join(dataset_dir, manifest.get("config", relative(path, dataset_dir)))
-        steps[manifest.get("step", "?")] = (manifest, _json(config_path))
+        steps[manifest.get("step", "?")] = (manifest, read_config(config_path))
     if "pretrain" not in steps:
         raise InputError("no step 1 (pretrain) manifest: the card describes a dataset that has a tokenizer",
                          dataset_dir, "run step 1 first, or pass the dataset folder")
     order = list(STEP_TITLES)
     return dict(sorted(steps.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-
-
-def _json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(f"unreadable JSON ({e})", path, "rerun the step, or download the dataset again") from None
 
 
 def _text(dataset_dir: str, manifest: dict, name: str) -> str | None:

@@ -11,7 +11,6 @@ tokens shown are read (finding document K reads the split up to its end, in boun
 """
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from stacks_data import flags, progress
-from stacks_data.binfile import HEADER_BYTES, open_tokens
+from stacks_data.binfile import FORMATS, HEADER_BYTES, open_tokens
 from stacks_data.errors import FlagError, InputError
+from stacks_data.manifest import read_config
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
 SPLITS = ("val", "train", "sft_val", "sft_train")
@@ -73,17 +73,6 @@ class Split:
     masks: list[str] | None
     tokens: int | None
     documents: int | None
-
-
-def read_config(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(f"unreadable config.json ({e})", path, "regenerate or re-download the dataset") from None
-    return config if isinstance(config, dict) else {}
 
 
 def folder_splits(dataset_dir: str) -> tuple[dict, dict[str, Split]]:
@@ -155,7 +144,7 @@ class Stream:
                 parts.append(np.fromfile(path, dtype=dtype, count=hi - lo, offset=HEADER_BYTES + lo * dtype.itemsize))
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint32)
 
-    def locate(self, position: int) -> tuple[str, int]:
+    def locate(self, position: int) -> tuple[int, int]:
         """(shard index, offset in it) of a position."""
         i = int(np.searchsorted(self.starts, position, side="right")) - 1
         return i, position - int(self.starts[i])
@@ -201,7 +190,7 @@ def render(tokens: np.ndarray, mask: np.ndarray | None, tok: RustBPETokenizer | 
 
 
 def describe_header(path: str, header: np.ndarray) -> str:
-    kind = {20240520: "uint16", 20240801: "uint32"}.get(int(header[0]), "?")
+    kind = FORMATS[int(header[0])][1].name  # uint16 or uint32
     return f"{os.path.basename(path)}: magic {header[0]}, version {header[1]}, {kind} tokens, {header[2]:,} tokens"
 
 
