@@ -19,7 +19,7 @@ import yaml
 from stacks_data import __version__, flags
 from stacks_data.errors import InputError
 from stacks_data.files import human_bytes, write_text
-from stacks_data.manifest import find_manifests, read_config, read_manifest, relative
+from stacks_data.manifest import CONFIG_FILE, find_manifests, read_config, read_manifest
 from stacks_data.tokenizer_report import PLOT_FILE, REPORT_FILE
 
 CARD_FILE = "README.md"
@@ -69,8 +69,8 @@ def read_steps(dataset_dir: str) -> dict[str, tuple[dict, dict]]:
     steps = {}
     for path in find_manifests(dataset_dir):
         manifest = read_manifest(path)
-        config_path = os.path.join(dataset_dir, manifest.get("config", relative(path, dataset_dir)))
-        steps[manifest.get("step", "?")] = (manifest, read_config(config_path))
+        # beside its manifest, where every step writes it (not where a stranger's manifest points)
+        steps[manifest.get("step", "?")] = (manifest, read_config(os.path.join(os.path.dirname(path), CONFIG_FILE)))
     if "pretrain" not in steps:
         raise InputError("no step 1 (pretrain) manifest: the card describes a dataset that has a tokenizer",
                          dataset_dir, "run step 1 first, or pass the dataset folder")

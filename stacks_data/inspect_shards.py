@@ -71,8 +71,9 @@ class Split:
     name: str
     paths: list[str]
     masks: list[str] | None
-    tokens: int | None
+    tokens: int | None      # of the whole split
     documents: int | None
+    shards: int             # in the whole split (config.json); paths: those here
 
 
 def folder_splits(dataset_dir: str) -> tuple[dict, dict[str, Split]]:
@@ -89,13 +90,17 @@ def folder_splits(dataset_dir: str) -> tuple[dict, dict[str, Split]]:
         shards = cfg.get(f"{key}_shards")
         if not isinstance(shards, int) or shards <= 0:
             continue
-        paths = [os.path.join(dataset_dir, folder, pattern.format(i)) for i in range(shards)]
-        masks = [os.path.join(dataset_dir, folder, mask.format(i)) for i in range(shards)] if mask else None
-        for path in paths + (masks or []):
-            if not os.path.isfile(path):
-                raise InputError(f"{split}: config.json lists {shards} shard(s), and this one is missing", path,
-                                 "download it again (download_dataset.py) or rerun the step")
-        splits[split] = Split(split, paths, masks, cfg.get(f"{key}_tokens"), cfg.get(documents))
+        # a partial download (--num-train-shards N) has the first shards: the split is what is here, up
+        # to the first one missing (a document may run across shards, so not past a gap)
+        present = 0
+        while present < shards and all(os.path.isfile(os.path.join(dataset_dir, folder, p.format(present)))
+                                       for p in (pattern, mask) if p):
+            present += 1
+        if not present:
+            continue
+        paths = [os.path.join(dataset_dir, folder, pattern.format(i)) for i in range(present)]
+        masks = [os.path.join(dataset_dir, folder, mask.format(i)) for i in range(present)] if mask else None
+        splits[split] = Split(split, paths, masks, cfg.get(f"{key}_tokens"), cfg.get(documents), shards)
     return config, splits
 
 
@@ -103,7 +108,7 @@ def file_split(path: str) -> Split:
     """One .bin file as a split of its own (its mask beside it, for an SFT shard)."""
     mask = path[:-len(".bin")] + "_mask.bin"
     masks = [mask] if path.endswith(".bin") and not path.endswith("_mask.bin") and os.path.isfile(mask) else None
-    return Split(os.path.basename(path), [path], masks, None, None)
+    return Split(os.path.basename(path), [path], masks, None, None, 1)
 
 
 def dataset_root(path: str) -> str | None:
@@ -298,9 +303,11 @@ def inspect(args: argparse.Namespace) -> None:
             stream = Stream(split.paths)
             tokens = len(stream)
             documents = stream.bos_positions(bos)[1] if bos is not None else None
-        print(f"{split.name:<16}{len(split.paths):>7}{_count(tokens):>16}{_count(documents):>14}")
+        shards = f"{len(split.paths)}" if len(split.paths) == split.shards else f"{len(split.paths)}/{split.shards}"
+        print(f"{split.name:<16}{shards:>7}{_count(tokens):>16}{_count(documents):>14}")
     if os.path.isdir(args.path):
-        print("(counts from config.json)")
+        partial = any(len(split.paths) < split.shards for split in splits.values())
+        print("(counts from config.json" + ("; n/m: n of the split's m shards are here)" if partial else ")"))
     show_documents(shown, tok, bos, args, terminal)
     if args.plot:
         if bos is None:

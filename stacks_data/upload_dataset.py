@@ -14,6 +14,7 @@ import os
 from stacks_data import card, flags, hub
 from stacks_data.errors import FlagError, InputError
 from stacks_data.files import human_bytes, write_text
+from stacks_data.manifest import MANIFEST_FILE
 from stacks_data.outputs import DatasetLock
 from stacks_data.verify import verify
 
@@ -49,11 +50,15 @@ def upload(args: argparse.Namespace) -> None:
         raise InputError(f"{len(problems)} problem(s): not uploading a folder that does not match its manifests",
                          args.dataset_dir, "rerun the steps that wrote it (or `stacks-data verify` for details)")
     repo_id = f"{args.hf_user or 'USER'}/{args.dataset_name}"
-    text = card.card(args.dataset_dir)
-    if not args.dry_run:  # a dry run writes nothing: it lists the card it would write
-        write_text(os.path.join(args.dataset_dir, card.CARD_FILE), text)
-    readme = {"path": card.CARD_FILE, "size": len(text.encode("utf-8"))}
-    files = hub.upload_dataset(args.dataset_dir, repo_id, dry_run=args.dry_run, extra=(readme,))
+    extra = ()
+    if os.path.isfile(os.path.join(args.dataset_dir, MANIFEST_FILE)):  # the card describes step 1's dataset
+        text = card.card(args.dataset_dir)
+        if not args.dry_run:  # a dry run writes nothing: it lists the card it would write
+            write_text(os.path.join(args.dataset_dir, card.CARD_FILE), text)
+        extra = ({"path": card.CARD_FILE, "size": len(text.encode("utf-8"))},)
+    else:
+        print(f"no dataset card: {args.dataset_dir} has no step 1 (pretrain) manifest.json")
+    files = hub.upload_dataset(args.dataset_dir, repo_id, dry_run=args.dry_run, extra=extra)
     if args.dry_run:
         for f in files:
             print(f"{f['path']}  {human_bytes(f['size'])}")

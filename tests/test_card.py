@@ -119,3 +119,11 @@ def test_upload_writes_and_publishes_the_card(built, tmp_path, hub, capsys):
     assert repo_files(hub, "me/ds")["README.md"] == (folder / "README.md").read_bytes() == \
         card.card(str(folder)).encode()
     assert hub.validated == [split_card(card.card(str(folder)))[0]]  # the client had the Hub check it
+
+
+def test_a_folder_of_one_later_step_uploads_without_a_card(built, tmp_path, capsys):
+    shutil.copytree(built / "sft", tmp_path / "ds" / "sft")  # as `download --steps sft` leaves it
+    capsys.readouterr()
+    run_step("upload", [str(tmp_path / "ds"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert "no dataset card: " in out and "README.md" not in out and "would upload " in out

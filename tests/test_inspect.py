@@ -3,6 +3,7 @@ one .bin file and both token widths, the length plot, and errors in one line."""
 
 import itertools
 import re
+import shutil
 import struct
 
 import numpy as np
@@ -116,9 +117,12 @@ def test_errors_are_one_line(built, capsys, argv, error, match):
     assert capsys.readouterr().err.strip().startswith("error: ")
 
 
-def test_a_split_the_folder_lacks(built, tmp_path, capsys):
-    import shutil
-
+def test_a_partial_download_and_a_split_the_folder_lacks(built, tmp_path, capsys):
     shutil.copytree(built, tmp_path / "ds", ignore=shutil.ignore_patterns("sft"))
+    for shard in sorted((tmp_path / "ds").glob("train_*.bin"))[2:]:  # as download --num-train-shards 2 leaves it
+        shard.unlink()
+    out = inspect(capsys, tmp_path / "ds", "--split", "train", "--doc", "0")
+    assert re.search(r"^train +2/\d+ ", out, re.M) and "n of the split's m shards are here" in out
+    assert out.split("---\n", 1)[1] == make_docs(60, seed=0)[0] + "\n\n"
     with pytest.raises(FlagError, match="no sft_val split"):
         inspect(capsys, tmp_path / "ds", "--split", "sft_val")
