@@ -80,10 +80,14 @@ def folder_splits(dataset_dir: str) -> tuple[dict, dict[str, Split]]:
     """(step 1's config.json, the splits present) of a dataset folder, named from the configs alone."""
     config = read_config(os.path.join(dataset_dir, "config.json"))
     sft = read_config(os.path.join(dataset_dir, "sft", "config.json"))
+    subdir = config.get("bin_subdir") or ""
+    if not isinstance(subdir, str) or "/" in subdir or "\\" in subdir or subdir in (".", ".."):
+        raise InputError(f"bin_subdir {subdir!r} is not a folder name", os.path.join(dataset_dir, "config.json"),
+                         "do not use this dataset (or download it again)")
     splits = {}
     for split, folder, cfg, pattern, mask, documents in (
-            ("val", config.get("bin_subdir") or "", config, "val_{:06d}.bin", None, "val_documents"),
-            ("train", config.get("bin_subdir") or "", config, "train_{:06d}.bin", None, "train_documents"),
+            ("val", subdir, config, "val_{:06d}.bin", None, "val_documents"),
+            ("train", subdir, config, "train_{:06d}.bin", None, "train_documents"),
             ("sft_val", "sft", sft, "sft_val_{:06d}.bin", "sft_val_{:06d}_mask.bin", "val_conversations"),
             ("sft_train", "sft", sft, "sft_train_{:06d}.bin", "sft_train_{:06d}_mask.bin", "train_conversations")):
         key = split.removeprefix("sft_")
