@@ -10,6 +10,9 @@ Dataset repo `<owner>/<name>` is the folder `root/<owner>/<name>/`. What the cli
 - POST /api/repos/create                            create_repo (409 when it exists: exist_ok=True passes)
 - POST /api/datasets/<o>/<n>/preupload/<rev>        upload_folder / create_commit: every file "regular"...
 - POST /api/datasets/<o>/<n>/commit/<rev>           ... so the commit (NDJSON) carries them base64 inline
+- POST /api/validate-yaml                           the client's check of a README.md's metadata before it
+                                                    uploads one: 400 with `errors` when the front matter is
+                                                    not a YAML mapping or a field the Hub checks is invalid
 
 <rev> is "main" or any 40-hex sha (one state is kept). The commit sha hashes a per-repo commit counter and
 the files' (path, size, mtime): it changes on every commit, and when a test writes files itself.
@@ -34,6 +37,8 @@ import re
 import shutil
 import threading
 import urllib.parse
+
+import yaml
 
 COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
 BODY_FAULTS = ("truncate", "corrupt")
@@ -60,6 +65,7 @@ class HubServer(http.server.ThreadingHTTPServer):
         self.authorizations: list[str | None] = []
         self.headers: list[dict[str, str]] = []
         self.commits: dict[str, int] = {}  # repo_id -> commits made through the server
+        self.validated: list[dict] = []  # the metadata of each README.md the client had checked
         self.lock = threading.Lock()
 
     @property
@@ -114,6 +120,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         method = self.command
         if method == "POST" and parts == ["api", "repos", "create"]:
             return self._create(json.loads(body))
+        if method == "POST" and parts == ["api", "validate-yaml"]:
+            return self._validate_yaml(json.loads(body))
         if parts[:1] == ["datasets"] and parts[3:4] == ["resolve"] and len(parts) > 5 and method != "POST":
             repo, rev, rest = "/".join(parts[1:3]), parts[4], parts[5:]
         elif parts[:2] == ["api", "datasets"] and len(parts) >= 4:
@@ -173,6 +181,35 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
         if error_code:
             headers["X-Error-Code"] = error_code
         self._send(status, json.dumps({"error": message, **fields}).encode(), headers)
+
+    # --- dataset cards
+
+    SIZE_CATEGORIES = {"n<1K", "1K<n<10K", "10K<n<100K", "100K<n<1M", "1M<n<10M", "10M<n<100M", "100M<n<1B",
+                       "1B<n<10B", "10B<n<100B", "100B<n<1T", "n>1T"}
+
+    def _validate_yaml(self, request):
+        """The fields of a card's metadata the Hub checks by type and vocabulary (a subset of its schema)."""
+        content = request.get("content", "")
+        errors = []
+        try:
+            meta = yaml.safe_load(content[4:].split("\n---\n", 1)[0]) if content.startswith("---\n") else {}
+        except yaml.YAMLError as e:
+            meta, errors = None, [f"YAML: {e}"]
+        if meta is not None and not isinstance(meta, dict):
+            errors.append("the metadata is not a mapping")
+        elif meta:
+            if not isinstance(meta.get("license", ""), str):
+                errors.append('"license" must be a string')
+            for key in ("language", "task_categories", "size_categories", "source_datasets", "tags"):
+                if not (isinstance(meta.get(key, []), list) and all(isinstance(v, str) for v in meta.get(key, []))):
+                    errors.append(f'"{key}" must be a list of strings')
+            if not set(meta.get("size_categories", [])) <= self.SIZE_CATEGORIES:
+                errors.append(f'"size_categories" must be among {sorted(self.SIZE_CATEGORIES)}')
+        if errors:
+            return self._json({"errors": [{"message": m} for m in errors], "warnings": []}, status=400)
+        with self.server.lock:
+            self.server.validated.append(meta or {})
+        return self._json({"errors": [], "warnings": []})
 
     # --- repos
 

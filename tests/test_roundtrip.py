@@ -99,12 +99,14 @@ def test_round_trip_through_the_hub(built, tmp_path, hub, capsys, monkeypatch):
         main(main_argv)
     assert exit.value.code == 0
     dry = capsys.readouterr().out.strip().splitlines()
-    assert dry[-1].startswith(f"would upload {len(published_files(built))} files, ") and not hub.requests
+    # what the manifests list, the manifests, and the dataset card
+    assert dry[-1].startswith(f"would upload {len(published_files(built)) + 1} files, ") and not hub.requests
+    assert any(line.startswith("README.md  ") for line in dry)
 
     with pytest.raises(SystemExit) as exit:
         main(["upload", str(built), "--hf-user", "me"])
     assert exit.value.code == 0
-    assert repo_files(hub, "me/ds") == published_files(built)
+    assert repo_files(hub, "me/ds") == {**published_files(built), "README.md": (built / "README.md").read_bytes()}
 
     # one file comes corrupted once: it is fetched again, and the download is byte-identical
     hub.faults["GET /datasets/me/ds/resolve/main/train_000002.bin"] = ["corrupt"]

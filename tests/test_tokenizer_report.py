@@ -79,11 +79,22 @@ def test_the_plot_is_a_png_of_sensible_size(setup):
     assert [r.path for r in records] == [str(root / "out" / R.REPORT_FILE), str(root / "out" / R.PLOT_FILE)]
 
 
+def test_the_sample_names_do_not_overlap(setup):
+    tok, _, samples, _, _, _ = setup
+    rows = R.measure({"ours": tok.enc}, {**R.domain_texts(), **samples})
+    fig = R.figure(rows, ["ours"], {"ours": [n for n in tok.token_byte_lengths() if n]})
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in fig.axes[0].get_xticklabels()]
+    assert [label.get_text().replace("\n", " ") for label in fig.axes[0].get_xticklabels()] == [r.name for r in rows]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(fig.bbox.contains(box.x0, box.y0) for box in boxes)  # and none is cut off the image
+
+
 def test_a_missing_baseline_says_which_file_to_add(tmp_path):
     (tmp_path / "gpt2.tiktoken").write_text("".join(f"{base64.b64encode(bytes([i])).decode()} {i}\n" for i in range(256)))
     loaded, notes = R.load_baselines(str(tmp_path))
     assert list(loaded) == ["GPT-2"]
-    assert notes == [f"GPT-4 (cl100k_base) is left out: there is no {tmp_path}/cl100k_base.tiktoken. Put its rank "
+    assert notes == ["GPT-4 (cl100k_base) is left out: --baselines-dir has no cl100k_base.tiktoken. Put its rank "
                      "file there (download https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken) "
                      "to include it."]
 
@@ -112,3 +123,5 @@ def test_pretrain_writes_both_token_bytes_and_the_report(tmp_path):
         assert f'"path": "{name}"' in manifest
     report = (out / R.REPORT_FILE).read_text()
     assert re.search(r"\| held-out shard \| [\d,]+ \|", report) and "GPT-2 (gpt2) is left out" in report
+    # a file of the dataset does not depend on where its inputs were kept
+    assert str(tmp_path) not in report and "--baselines-dir has no gpt2.tiktoken" in report

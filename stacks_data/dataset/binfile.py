@@ -17,6 +17,8 @@ VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_VOCAB = 2**16  # tokens are stored as uint16
+# every header this package can read: magic -> (version, token dtype); llm.c's v7 stores uint32 tokens
+FORMATS = {MAGIC: (VERSION, np.dtype("<u2")), 20240801: (7, np.dtype("<u4"))}
 
 
 def write_bin(path: str, tokens: np.ndarray) -> FileRecord:
@@ -45,6 +47,27 @@ def read_header(path: str) -> int:
         raise InputError(f"the file has {os.path.getsize(path)} bytes, its header announces {expected}", path,
                          "regenerate or re-download it")
     return int(header[2])
+
+
+def open_tokens(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(header, tokens memory-mapped) of a .bin file of any format in FORMATS, checked against its size.
+
+    Nothing but the header is read: a caller reads the tokens it looks at.
+    """
+    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    if header.size != HEADER_INTS or int(header[0]) not in FORMATS:
+        raise InputError("not a .bin token file (bad magic number)", path, "regenerate or re-download it")
+    version, dtype = FORMATS[int(header[0])]
+    if header[1] != version:
+        raise InputError(f"unsupported .bin version {header[1]} for magic {header[0]} (expected {version})", path,
+                         "regenerate or re-download it")
+    expected = HEADER_BYTES + dtype.itemsize * int(header[2])
+    if os.path.getsize(path) != expected:
+        raise InputError(f"the file has {os.path.getsize(path)} bytes, its header announces {expected}", path,
+                         "regenerate or re-download it")
+    if not header[2]:  # numpy cannot map an empty range
+        return header, np.zeros(0, dtype=dtype)
+    return header, np.memmap(path, dtype=dtype, mode="r", offset=HEADER_BYTES, shape=(int(header[2]),))
 
 
 def read_bin(path: str) -> np.ndarray:

@@ -57,7 +57,9 @@ STEPS = (PRETRAIN, CORE_EVAL, SFT, CHAT_EVAL)  # in the order they run
 VERIFY = Command("verify", "stacks_data.steps.verify")
 DOWNLOAD = Command("download", "stacks_data.steps.download", writes_tokenizer=True, alone=True)
 UPLOAD = Command("upload", "stacks_data.steps.upload", alone=True)  # reads every step's files: none may change
-COMMANDS = (*STEPS, VERIFY, DOWNLOAD, UPLOAD)
+CARD = Command("card", "stacks_data.steps.card")
+INSPECT = Command("inspect", "stacks_data.steps.inspect")
+COMMANDS = (*STEPS, VERIFY, DOWNLOAD, UPLOAD, CARD, INSPECT)
 
 # what no step may take as a folder of its own (step 1's --bin-subdir): the other outputs' sub-folders
 RESERVED_FOLDERS = (TOKENIZER_FOLDER, *(s.folder for s in STEPS if s.folder))

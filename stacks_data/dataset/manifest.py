@@ -13,7 +13,7 @@ import os
 
 from stacks_data import __version__
 from stacks_data.errors import InputError
-from stacks_data.dataset.files import FileRecord, write_json
+from stacks_data.dataset.files import FileRecord, read_json, write_json
 
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"
@@ -66,3 +66,13 @@ def find_manifests(dataset_dir: str) -> list[str]:
         os.path.join(dataset_dir, name, MANIFEST_FILE) for name in os.listdir(dataset_dir)
         if not name.startswith(".") and os.path.isdir(os.path.join(dataset_dir, name)))
     return [path for path in candidates if os.path.isfile(path)]
+
+
+def read_config(path: str) -> dict:
+    """A step's config.json ({} when there is none); a damaged one is an error naming it."""
+    if not os.path.isfile(path):
+        return {}
+    config = read_json(path, dict)
+    if config is None:
+        raise InputError("damaged: not a JSON object", path, "rerun the step, or download the dataset again")
+    return config

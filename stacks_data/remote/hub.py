@@ -175,9 +175,10 @@ def _check_parquet(path: str) -> None:
 
 
 def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None = None,
-                   dry_run: bool = False) -> list[dict]:
+                   dry_run: bool = False, extra: tuple[dict, ...] = ()) -> list[dict]:
     """Upload what `manifests` list (default: every step's manifest in dataset_dir), and the manifests
     themselves, to the dataset repo `repo_id` (created if missing) in one commit; returns the files.
+    `extra`: files of the folder that no manifest lists but go up too ({path, size}: the dataset card).
 
     Only listed files go up: never temp files, progress files, locks, or another step's folder.
     """
@@ -191,6 +192,7 @@ def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None =
     for path in manifests:
         files += read_manifest(path)["files"]
         files.append({"path": relative(path, dataset_dir), "size": os.path.getsize(path)})
+    files += extra
     if dry_run:
         return files
     endpoint = hub_endpoint()

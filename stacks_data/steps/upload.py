@@ -1,8 +1,9 @@
 """Upload a dataset folder to the Hugging Face Hub as the dataset repo USER/NAME.
 
-What goes up is exactly what the folder's manifests list, and the manifests (never temp, progress or
-lock files); the folder is checked against them first (sizes), so a half-written or altered folder is
-not published. The steps' --hf-user does the same for the step's own files.
+What goes up is exactly what the folder's manifests list, the manifests, and the dataset card
+README.md written from them (`stacks-data card`); never temp, progress or lock files. The folder is
+checked against the manifests first (sizes), so a half-written or altered folder is not published.
+The steps' --hf-user does the same for the step's own files.
 
   stacks-data upload data/fineweb_edu_32k_8_370 --hf-user USER [--dry-run]
 """
@@ -13,9 +14,11 @@ import os
 from stacks_data import flags
 from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
-from stacks_data.dataset.files import human_bytes
+from stacks_data.dataset.files import human_bytes, write_text
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock
+from stacks_data.dataset.manifest import MANIFEST_FILE
+from stacks_data.steps import card
 from stacks_data.steps.verify import verify
 
 
@@ -49,7 +52,15 @@ def upload(args: argparse.Namespace) -> None:
         raise InputError(f"{len(problems)} problem(s): not uploading a folder that does not match its manifests",
                          args.dataset_dir, "rerun the steps that wrote it (or `stacks-data verify` for details)")
     repo_id = f"{args.hf_user or 'USER'}/{args.dataset_name}"
-    files = hub.upload_dataset(args.dataset_dir, repo_id, dry_run=args.dry_run)
+    extra = ()
+    if os.path.isfile(os.path.join(args.dataset_dir, MANIFEST_FILE)):  # the card describes step 1's dataset
+        text = card.card(args.dataset_dir)
+        if not args.dry_run:  # a dry run writes nothing: it lists the card it would write
+            write_text(os.path.join(args.dataset_dir, card.CARD_FILE), text)
+        extra = ({"path": card.CARD_FILE, "size": len(text.encode("utf-8"))},)
+    else:
+        print(f"no dataset card: {args.dataset_dir} has no step 1 (pretrain) manifest.json")
+    files = hub.upload_dataset(args.dataset_dir, repo_id, dry_run=args.dry_run, extra=extra)
     if args.dry_run:
         for f in files:
             print(f"{f['path']}  {human_bytes(f['size'])}")

@@ -15,6 +15,7 @@ checks file hashes under opaque names, so a folder of plain rank files is the ho
 
 import io
 import os
+import textwrap
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -57,8 +58,9 @@ def load_baselines(baselines_dir: str | None = None) -> tuple[dict[str, tiktoken
             elif os.path.isfile(path):
                 loaded[label] = tiktoken.Encoding(name, mergeable_ranks=load_tiktoken_bpe(path), **BASELINE_SPECS[name])
             else:
-                notes.append(f"{label} ({name}) is left out: there is no {path}. Put its rank file there "
-                             f"(download {source}) to include it.")
+                # by its file name: a file of the dataset does not say where the baselines were kept
+                notes.append(f"{label} ({name}) is left out: --baselines-dir has no {name}.tiktoken. Put its rank "
+                             f"file there (download {source}) to include it.")
         except Exception as e:  # offline: tiktoken cannot fetch the rank file; or a bad rank file
             notes.append(f"{label} ({name}) is left out ({type(e).__name__}). Pass --baselines-dir DIR with "
                          f"{name}.tiktoken in it (download {source}) to include it offline.")
@@ -134,6 +136,16 @@ def _ratio(a: int, b: int) -> str:
 
 def plot(rows: list[Row], labels: list[str], token_lengths: dict[str, list[int]]) -> bytes:
     """The PNG: bytes/token per sample set for each tokenizer; token lengths in bytes across each vocab."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(rows, labels, token_lengths)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def figure(rows: list[Row], labels: list[str], token_lengths: dict[str, list[int]]):
     import matplotlib
 
     matplotlib.use("Agg")  # headless
@@ -144,7 +156,9 @@ def plot(rows: list[Row], labels: list[str], token_lengths: dict[str, list[int]]
     for i, label in enumerate(labels):
         left.bar([x + i * width for x in range(len(rows))],
                  [r.bytes / r.tokens[label] if r.tokens[label] else 0 for r in rows], width, label=label)
-    left.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(rows))], [r.name for r in rows])
+    # sample names are long ("held-out shard"): one word a line, they do not run into each other
+    left.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(rows))],
+                    [textwrap.fill(r.name, 9) for r in rows])
     left.set_ylabel("bytes per token (higher is better)")
     left.set_title("Compression per sample set")
     left.legend()
@@ -157,10 +171,7 @@ def plot(rows: list[Row], labels: list[str], token_lengths: dict[str, list[int]]
     right.set_title("Token lengths across the vocab")
     right.legend()
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
 
 
 def write_report(tok, training: dict, samples: dict[str, str], estimate: tuple[int, int, int],
