@@ -17,8 +17,8 @@ import os
 import sys
 import time
 
-from stacks_data import flags, hub
-from stacks_data.errors import FlagError, InputError
+from stacks_data import flags, hub, published
+from stacks_data.errors import FlagError, InputError, OutputError
 from stacks_data.files import hash_file, human_bytes, write_json
 from stacks_data.manifest import MANIFEST_FILE, read_manifest
 from stacks_data.outputs import DatasetLock, check_output_folders
@@ -50,6 +50,7 @@ def check_args(args: argparse.Namespace) -> None:
                         "pass --hf-user USER (or set $HF_USER)")
     if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
         raise FlagError(f"{args.dataset_name!r} is not a dataset name", "--dataset-name", "pass a plain name")
+    flags.check_hub_names(args)
     flags.check_at_least(args, "--num-train-shards", -1)
     flags.check_at_least(args, "--num-workers", 1)
     args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
@@ -66,11 +67,13 @@ def run(args: argparse.Namespace) -> None:
     offline = "on a machine without network, copy the dataset folder instead and check it with `stacks-data verify`"
     with DatasetLock(dest, "download"):
         names = hub.list_files(repo_id, "*", offline=offline)
-        manifests = [n for n in names if n.rsplit("/", 1)[-1] == MANIFEST_FILE and _step_of(n) in args.steps]
+        # where the layout puts manifests, and nowhere deeper: what verify reads too
+        manifests = [n for n in names if published.manifest_paths().get(n) in args.steps]
+        check_no_symlink(dest, manifests)
         hub.fetch_files(repo_id, manifests, dest, offline=offline)  # small: always fetched anew
         expected = {}  # repo path -> manifest entry
         for name in manifests:
-            for f in read_manifest(os.path.join(dest, name))["files"]:
+            for f in read_manifest(os.path.join(dest, name), dest)["files"]:
                 expected[f["path"]] = f
         if not manifests:
             print(f"warning: {repo_id} has no manifest.json (published without stacks-data?): its files are "
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
         wanted = select(names if not manifests else sorted(expected), args, bool(manifests))
         if not wanted:
             raise InputError("nothing to download for these flags", repo_id, "check --steps and --dataset-name")
+        check_no_symlink(dest, wanted)
 
         bad = fetch_checked(repo_id, dest, wanted, expected, args.num_workers, offline)
         left_out = sorted(set(expected) - set(wanted))
@@ -90,7 +94,7 @@ def run(args: argparse.Namespace) -> None:
                    if os.path.exists(os.path.join(dest, *p.split("/"))))
         if bad:
             for path, why in bad:
-                print(f"{path}: {why}")
+                print(f"{published.printable(path)}: {why}")
             raise InputError(f"{len(bad)} file(s) did not match the manifest and were removed", repo_id,
                              "rerun the same command to fetch them again")
         print(f"{dest}: {len(wanted)} files, {human_bytes(size)} from {repo_id}"
@@ -98,9 +102,12 @@ def run(args: argparse.Namespace) -> None:
               + (f"; {len(left_out)} files left out on purpose" if left_out else "") + f" ({time.time() - t0:.1f}s)")
 
 
-def _step_of(path: str) -> str:
-    """The step whose outputs hold `path`: its sub-folder's, else step 1's (tokenizer/, shards, ...)."""
-    return next((step for step, folder in STEP_FOLDERS.items() if folder and path.startswith(folder)), "pretrain")
+def check_no_symlink(dest: str, paths: list[str]) -> None:
+    """A download writes only inside the dataset folder: no path it writes may go through a symlink."""
+    for path in paths:
+        if link := published.symlink_in_the_way(dest, path):
+            raise OutputError(f"{published.printable(link)} is a symlink: a download writes only inside the folder",
+                              dest, "remove the symlink (or download into another --out-dir)")
 
 
 def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> list[str]:
@@ -108,22 +115,24 @@ def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> 
     steps = ["pretrain"] if args.tokenizer_only else args.steps
     chosen = []
     for path in paths:
-        step = _step_of(path)
+        step = published.step_of(path)
         if step not in steps:
             continue
+        if not from_manifests and published.path_problem(path):
+            continue  # a listing names no hidden, deep or odd path we would write
         if not from_manifests and not any(fnmatch.fnmatch(path, p) for p in LEGACY_PATTERNS[step]):
             continue
         if args.tokenizer_only and not (path.startswith("tokenizer/") or path in ("config.json", MANIFEST_FILE)):
             continue
         chosen.append(path)
     if args.num_train_shards >= 0:
-        train = sorted(p for p in chosen if _is_train_shard(p))
-        chosen = [p for p in chosen if not _is_train_shard(p) or p in train[:args.num_train_shards]]
+        train = set(sorted(p for p in chosen if _is_train_shard(p))[:args.num_train_shards])
+        chosen = [p for p in chosen if not _is_train_shard(p) or p in train]
     return chosen
 
 
 def _is_train_shard(path: str) -> bool:
-    return _step_of(path) == "pretrain" and fnmatch.fnmatch(path.rsplit("/", 1)[-1], "train_*.bin")
+    return published.step_of(path) == "pretrain" and fnmatch.fnmatch(path.rsplit("/", 1)[-1], "train_*.bin")
 
 
 def fetch_checked(repo_id: str, dest: str, wanted: list[str], expected: dict, num_workers: int,
