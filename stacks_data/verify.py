@@ -71,14 +71,14 @@ def run(args: argparse.Namespace) -> None:
         print(published.printable(problem))
     what = "sizes" if args.quick else "sizes and hashes"
     pkl = os.path.join(args.dataset_dir, TOKENIZER_PKL)
-    what += (", tokenizer not checked (--quick)" if args.quick and os.path.exists(pkl) else
-             ", no tokenizer (not checked)" if not os.path.exists(pkl) else
-             ", tokenizer loaded as steps 2-4 load it")
+    tokenizer = ("tokenizer not checked (--quick)" if args.quick and os.path.exists(pkl) else
+                 "no tokenizer (not checked)" if not os.path.exists(pkl) else
+                 "tokenizer loaded as steps 2-4 load it, a sample encoded")
     if problems:
-        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked)", args.dataset_dir,
+        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked; {tokenizer})", args.dataset_dir,
                          "re-download or regenerate the files named above")
-    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} and contents checked "
-          f"in {time.time() - t0:.1f}s")
+    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} and contents checked, "
+          f"{tokenizer}, in {time.time() - t0:.1f}s")
 
 
 def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int]:
@@ -102,7 +102,7 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
             listed.add(f["path"])
             entries.append((manifest.get("step"), f))
     problems += _unlisted(dataset_dir, listed)
-    vocab = _vocab_size(dataset_dir, problems)
+    vocab = _vocab_size(dataset_dir)
 
     present = []
     for step, f in entries:
@@ -206,8 +206,8 @@ def _read_config(path: str, dataset_dir: str, problems: list[str]) -> dict:
         return {}
 
 
-def _vocab_size(dataset_dir: str, problems: list[str]) -> int | None:
-    vocab = _read_config(os.path.join(dataset_dir, CONFIG_FILE), dataset_dir, problems).get("vocab_size")
+def _vocab_size(dataset_dir: str) -> int | None:
+    vocab = _read_config(os.path.join(dataset_dir, CONFIG_FILE), dataset_dir, []).get("vocab_size")  # said below
     return vocab if type(vocab) is int else None
 
 
