@@ -13,6 +13,7 @@ line naming the file and the entry:
 """
 
 import contextlib
+import functools
 import os
 import posixpath
 import re
@@ -47,6 +48,7 @@ def printable(text: str) -> str:
 # ------------------------------------------------------------------------------------ layout
 
 
+@functools.cache
 def step_folders() -> dict[str, str]:
     """step -> its folder in the dataset ("" for step 1): the layout the tools agree on."""
     from stacks_data.download_dataset import STEP_FOLDERS  # the layout's one home today
@@ -59,9 +61,15 @@ def manifest_paths() -> dict[str, str]:
     return {f"{folder}manifest.json": step for step, folder in step_folders().items()}
 
 
+@functools.cache
+def _steps_by_folder() -> dict[str, str]:
+    return {folder.rstrip("/"): step for step, folder in step_folders().items() if folder}
+
+
 def step_of(path: str) -> str:
     """The step whose outputs hold `path`: its sub-folder's, else step 1's (tokenizer/, shards, ...)."""
-    return next((step for step, folder in step_folders().items() if folder and path.startswith(folder)), "pretrain")
+    head, sep, _ = path.partition("/")
+    return _steps_by_folder().get(head, "pretrain") if sep else "pretrain"
 
 
 def path_problem(path) -> str | None:

@@ -117,14 +117,21 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
         else:
             present.append((local, f["path"], f["sha256"], step, vocab, quick))
     size = sum(os.path.getsize(item[0]) for item in present)
+    loadable = []  # .pt files whose archive is sound: loaded last, here, one at a time
     with bar(total=size, desc="verify", unit="B", unit_scale=True) as progress:
-        for file_problems, nbytes in ordered_map(check_file, present, num_workers, describe=lambda item: item[1]):
+        results = ordered_map(check_file, present, num_workers, describe=lambda item: item[1])
+        for item, (file_problems, nbytes) in zip(present, results):
             problems += file_problems
             progress.update(nbytes)
+            if item[1].endswith(".pt") and not quick and not file_problems:
+                loadable.append(item)
     problems += _check_configs(dataset_dir, entries)
     pkl = next((item for item in present if item[1] == TOKENIZER_PKL), None)
     if pkl is not None and not quick and (why := published.tokenizer_problem(pkl[0])):
         problems.append(f"{TOKENIZER_PKL}: {why}")
+    # torch in this process only, after the workers are gone: one copy of its ~250 MB, not one per worker
+    for local, rel, _, step, _, _ in loadable:
+        problems += _load_pt(local, rel, step)
     return problems, len(entries), size
 
 
@@ -136,7 +143,7 @@ def check_file(item) -> tuple[list[str], int]:
     if name.endswith(".bin"):
         problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=not quick)
     elif name.endswith(".pt") and not quick:  # loading a large .pt takes a while: not in a quick check
-        problems += _check_pt(local, rel, step)
+        problems += [f"{rel}: {why}"] if (why := published.pt_problem(local)) else []
     if not quick:
         digest = hashlib.sha256()
         with open(local, "rb") as f:
@@ -166,9 +173,8 @@ def _check_bin(path: str, rel: str, vocab: int | None, mask: bool, scan: bool) -
     return []
 
 
-def _check_pt(path: str, rel: str, step: str | None) -> list[str]:
-    if why := published.pt_problem(path):
-        return [f"{rel}: {why}"]
+def _load_pt(path: str, rel: str, step: str | None) -> list[str]:
+    """A .pt whose archive published.pt_problem passed: it loads, under a memory bound, with the keys."""
     torch = import_torch()
     try:
         with published.memory_bound(PT_LOAD_BUDGET + 4 * os.path.getsize(path)):
