@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> None:
         names = hub.list_files(repo_id, "*", offline=offline)
         # where the layout puts manifests, and nowhere deeper: what verify reads too
         manifests = [n for n in names if published.manifest_paths().get(n) in args.steps]
-        check_no_symlink(dest, manifests)
+        check_no_symlink(dest, [*manifests, ".cache/huggingface"])  # huggingface_hub's metadata goes there
         hub.fetch_files(repo_id, manifests, dest, offline=offline)  # small: always fetched anew
         expected = {}  # repo path -> manifest entry
         for name in manifests:

@@ -50,7 +50,7 @@ def upload(args: argparse.Namespace) -> None:
         raise InputError(f"a partial download: {len(missing)} listed file(s) are missing ({shown})",
                          args.dataset_dir, "download the whole dataset first (without --num-train-shards, --steps "
                          "or --tokenizer-only), then upload it")
-    problems, _, _ = verify(args.dataset_dir, quick=True)
+    problems = verify(args.dataset_dir, quick=True)[0]
     if problems:
         for problem in problems:
             print(published.printable(problem))

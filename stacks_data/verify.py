@@ -66,14 +66,10 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     t0 = time.time()
-    problems, files, size = verify(args.dataset_dir, args.quick, args.num_workers)
+    problems, files, size, tokenizer = verify(args.dataset_dir, args.quick, args.num_workers)
     for problem in problems:
         print(published.printable(problem))
     what = "sizes" if args.quick else "sizes and hashes"
-    pkl = os.path.join(args.dataset_dir, TOKENIZER_PKL)
-    tokenizer = ("tokenizer not checked (--quick)" if args.quick and os.path.exists(pkl) else
-                 "no tokenizer (not checked)" if not os.path.exists(pkl) else
-                 "tokenizer loaded as steps 2-4 load it, a sample encoded")
     if problems:
         raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked; {tokenizer})", args.dataset_dir,
                          "re-download or regenerate the files named above")
@@ -81,11 +77,12 @@ def run(args: argparse.Namespace) -> None:
           f"{tokenizer}, in {time.time() - t0:.1f}s")
 
 
-def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int]:
-    """(problems, number of files checked, bytes checked) of a dataset folder."""
+def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int, str]:
+    """(problems, number of files checked, bytes checked, what was done with the tokenizer) of a dataset folder."""
     manifests = find_manifests(dataset_dir)
     if not manifests:
-        return [f"{dataset_dir}: no manifest.json (no step finished here, or published without manifests)"], 0, 0
+        return [f"{dataset_dir}: no manifest.json (no step finished here, or published without manifests)"], 0, 0, \
+            "tokenizer not checked"
     problems, listed, entries = [], set(), []
     try:
         partial = set(published.read_partial(dataset_dir, PARTIAL_FILE))
@@ -127,12 +124,18 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
                 loadable.append(item)
     problems += _check_configs(dataset_dir, entries)
     pkl = next((item for item in present if item[1] == TOKENIZER_PKL), None)
-    if pkl is not None and not quick and (why := published.tokenizer_problem(pkl[0])):
-        problems.append(f"{TOKENIZER_PKL}: {why}")
+    if pkl is None:
+        tokenizer = "tokenizer not checked (none listed and present)"
+    elif quick:
+        tokenizer = "tokenizer not checked (--quick)"
+    else:
+        tokenizer = "tokenizer loaded as steps 2-4 load it, a sample encoded"
+        if why := published.tokenizer_problem(pkl[0]):
+            problems.append(f"{TOKENIZER_PKL}: {why}")
     # torch in this process only, after the workers are gone: one copy of its ~250 MB, not one per worker
     for local, rel, _, step, _, _ in loadable:
         problems += _load_pt(local, rel, step)
-    return problems, len(entries), size
+    return problems, len(entries), size, tokenizer
 
 
 def check_file(item) -> tuple[list[str], int]:

@@ -305,11 +305,15 @@ def test_9_a_tokenizer_of_plain_types_but_bad_values(built, tmp_path, capsys, da
     one_line_error(err)
 
 
-def test_9_verify_says_when_the_tokenizer_was_not_checked(built, capsys):
+def test_9_verify_says_when_the_tokenizer_was_not_checked(built, tmp_path, capsys):
     code, out, _ = cli(capsys, "verify", str(built), "--quick")
     assert code == 0 and "tokenizer not checked (--quick)" in out
     code, out, _ = cli(capsys, "verify", str(built), "--num-workers", "1")
     assert code == 0 and "tokenizer loaded as steps 2-4 load it" in out
+    folder = copy(built, tmp_path)
+    (folder / "tokenizer" / "tokenizer.pkl").unlink()
+    code, out, err = cli(capsys, "verify", str(folder), "--num-workers", "1")
+    assert code == 1 and "tokenizer not checked (none listed and present)" in one_line_error(err)
 
 
 # ---------------------------------------------------------------------------------- 10. FIFO, /dev/zero
