@@ -14,6 +14,7 @@ line naming the file and the entry:
 
 import contextlib
 import functools
+import json
 import os
 import posixpath
 import re
@@ -136,8 +137,6 @@ def symlink_in_the_way(dataset_dir: str, rel: str) -> str | None:
 def read_json(path: str, dataset_dir: str | None = None):
     """The JSON value in `path`, a regular file (inside dataset_dir when given) of bounded size and
     depth; None when it is missing. InputError naming the file otherwise."""
-    import json
-
     shown = printable(path)
     if dataset_dir is not None and os.path.lexists(path):
         why = file_problem(dataset_dir, os.path.relpath(path, dataset_dir).replace(os.sep, "/"))

@@ -161,6 +161,30 @@ def test_2_verify_refuses_a_deflated_pt_without_loading_it(built, tmp_path, caps
     one_line_error(err)
 
 
+def test_2_a_stored_member_larger_than_the_file_is_refused(tmp_path):
+    import torch
+
+    from stacks_data.published import pt_problem
+
+    path = tmp_path / "x.pt"
+    torch.save({"x": torch.zeros(16, dtype=torch.uint8)}, path)
+    assert pt_problem(str(path)) is None
+    data = bytearray(path.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first member's central directory entry
+    data[central + 24:central + 28] = (0xFFFFFFF0).to_bytes(4, "little")  # its uncompressed size: ~4 GB
+    path.write_bytes(data)
+    assert "is larger than the file: not loaded" in pt_problem(str(path))
+
+
+def test_2_the_deep_load_runs_under_a_memory_bound():
+    from stacks_data.published import memory_bound
+
+    with pytest.raises(MemoryError):
+        with memory_bound(64 << 20):
+            bytearray(512 << 20)
+    assert len(bytearray(512 << 20)) == 512 << 20  # the limit before is back
+
+
 # ---------------------------------------------------------------------------------- 3. a symlink leading out
 
 
