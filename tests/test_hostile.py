@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
 import zipfile
@@ -81,8 +82,13 @@ def cli(capsys, *argv):
     """(exit code, stdout, stderr) of `stacks-data argv`; an exception other than SystemExit (a
     traceback) fails the test."""
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit:
-        main([*argv])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as exit:
+            main([*argv])
+    finally:  # main ignores both once done: later tests' subprocesses would inherit that
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     out = capsys.readouterr()
     return exit.value.code, out.out, out.err
 
