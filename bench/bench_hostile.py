@@ -3,7 +3,8 @@
 1. `verify --deep` on a folder whose .pt is a decompression bomb (1 GiB of zeros, deflated): the peak of
    the RSS summed over verify and all its workers (sampled every 20 ms);
 2. `download` of a repo whose manifest lists 100,000 files (fetching 2 train shards, all the rest left
-   out on purpose): the seconds spent in our own code (the whole run minus the time inside the hub
+   out on purpose), then again with all of them present (each checked, none fetched): the seconds spent
+   in our own code (the whole run minus the time inside the hub
    calls, hub.list_files and hub.fetch_files, which wait on huggingface_hub and the server).
 
     python bench/bench_hostile.py DATASET_DIR      # a small dataset made by steps 1-2 (e.g. by the tests)
@@ -116,14 +117,21 @@ def download_100k(work: str, n: int = 100_000) -> None:
         use_fake_hub(monkeypatch, server, os.path.join(work, "hf_home"))
         for name in waiting:
             monkeypatch.setattr(download_dataset.hub, name, timed(name))
-        t0 = time.perf_counter()
-        run_step("download", ["--hf-user", "me", "--dataset-name", "big", "--out-dir", os.path.join(work, "gpu"),
-                              "--num-train-shards", "2"])
-        wall = time.perf_counter() - t0
+        for what, argv in (("2 train shards fetched", ["--num-train-shards", "2"]),
+                           (f"a rerun, all {n:,} files present", [])):
+            if not argv:  # every file already here (e.g. copied): each is checked, none fetched
+                for name in os.listdir(repo):
+                    shutil.copy(os.path.join(repo, name), os.path.join(work, "gpu", "big", name))
+            for name in waiting:
+                waiting[name] = 0.0
+            t0 = time.perf_counter()
+            run_step("download", ["--hf-user", "me", "--dataset-name", "big", "--out-dir", os.path.join(work, "gpu"),
+                                  *argv])
+            wall = time.perf_counter() - t0
+            print(f"download of a {n:,}-entry manifest ({what}): {wall:.1f}s in all, "
+                  f"{wall - sum(waiting.values()):.2f}s in our own code (listing {waiting['list_files']:.1f}s, "
+                  f"fetching {waiting['fetch_files']:.1f}s: huggingface_hub and the fake hub)")
     monkeypatch.undo()
-    print(f"download of a {n:,}-entry manifest (2 train shards fetched): {wall:.1f}s in all, "
-          f"{wall - sum(waiting.values()):.2f}s in our own code (listing {waiting['list_files']:.1f}s, "
-          f"fetching {waiting['fetch_files']:.1f}s: huggingface_hub and the fake hub)")
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as work:

@@ -161,10 +161,26 @@ def fetch_checked(repo_id: str, dest: str, wanted: list[str], expected: dict, nu
     return bad
 
 
+BATCH_FILES, BATCH_BYTES = 512, 64 << 20  # a worker's item: many small files, or one large one
+
+
 def _matches(paths: list[str], entries: list[dict | None], num_workers: int) -> list[bool]:
-    """Per path: it exists and matches its manifest entry (no entry: it exists)."""
-    items = list(zip(paths, [e and (e["size"], e["sha256"]) for e in entries]))
-    return list(ordered_map(_match, items, num_workers, describe=lambda item: item[0]))
+    """Per path: it exists and matches its manifest entry (no entry: it exists). Checked in batches of
+    consecutive files: one item per file would cost more in passing items to workers than in hashing
+    100,000 small files."""
+    batches, size = [[]], 0
+    for item in zip(paths, [e and (e["size"], e["sha256"]) for e in entries]):
+        if len(batches[-1]) >= BATCH_FILES or (batches[-1] and size >= BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item[1][0] if item[1] else 0
+    results = ordered_map(_match_batch, batches, num_workers, describe=lambda batch: batch[0][0] if batch else "")
+    return [ok for batch in results for ok in batch]
+
+
+def _match_batch(items) -> list[bool]:
+    return [_match(item) for item in items]
 
 
 def _match(item) -> bool:
