@@ -6,10 +6,10 @@ import shutil
 import sys
 
 from stacks_data.dataset.folder import check_output_folders
-from stacks_data.dataset import layout
+from stacks_data.dataset import layout, published
 from stacks_data.errors import FlagError, InputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
-from stacks_data.dataset.files import human_bytes, read_json
+from stacks_data.dataset.files import human_bytes
 from stacks_data.parallel import EXECUTORS, Executor
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
@@ -94,6 +94,21 @@ def check_common(args: argparse.Namespace) -> None:
     if not args.skip_upload and not args.hf_user:
         raise FlagError("uploading needs a hub user or organization", "--hf-user",
                         "pass --hf-user USER (or set $HF_USER), or --skip-upload")
+    if not args.skip_upload:
+        check_hub_names(args)
+
+
+def check_hub_names(args: argparse.Namespace) -> None:
+    """--hf-user and --dataset-name are names the hub accepts (it would refuse the repo id later, with
+    a traceback of its own): a flag error naming the flag."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    for flag, value in (("--hf-user", args.hf_user), ("--dataset-name", args.dataset_name)):
+        try:
+            validate_repo_id(value)
+        except HFValidationError:
+            raise FlagError(f"{published.printable(repr(value))} is not a name the hub accepts", flag,
+                            "use letters, digits, '-', '_' and '.' (no '--' or '..', at most 96 characters)") from None
 
 
 def check_upload(args: argparse.Namespace) -> None:
@@ -185,12 +200,8 @@ def load_tokenizer(args: argparse.Namespace):
     """Step 1's tokenizer, loaded safely and checked against the dataset's config.json when it has one."""
     config_path = os.path.join(dataset_dir(args), "config.json")
     sha256 = None
-    if os.path.isfile(config_path):
-        config = read_json(config_path, dict)
-        if config is None:
-            raise InputError("damaged: not a JSON object", config_path,
-                             "run step 1 again, or download the dataset again (download_dataset.py)")
-        sha256 = config.get("tokenizer_sha256")
+    if os.path.lexists(config_path):
+        sha256 = published.read_config(config_path, dataset_dir(args)).get("tokenizer_sha256")
     tok = RustBPETokenizer.from_directory(tokenizer_dir(args), sha256=sha256)
     if hasattr(args, "encoder"):  # checked once here; the workers load the one it chose: tok.encoder.name
         tok.use_encoder(checked_encoder_name(tok.spec, args.encoder))

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 import tiktoken
 
-from stacks_data.dataset import layout
+from stacks_data.dataset import layout, published
 from stacks_data.dataset.binfile import MAX_VOCAB
 from stacks_data.encoder import TiktokenEncoder, exact_encode, make_encoder
 from stacks_data.errors import InputError
@@ -99,7 +99,8 @@ class RustBPETokenizer:
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise InputError("the tokenizer is not the one config.json names (tokenizer_sha256 differs)", path,
                              "re-download the dataset or rerun step 1")
-        return cls.from_spec(load_encoding_spec(data, path))
+        spec = load_encoding_spec(data, path)
+        return cls(published.encoding_from_spec(spec, path), "<|bos|>", spec)  # its values checked too
 
     @classmethod
     def for_work(cls, tokenizer_dir: str, encoder: str) -> "RustBPETokenizer":

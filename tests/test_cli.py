@@ -183,7 +183,7 @@ def test_disk_full_and_read_only_are_one_line(place, monkeypatch, capsys, errno_
 
     import stacks_data.steps.pretrain.step  # noqa: F401  (imported before patching: it binds write_bytes by name)
 
-    for module in ("files", "binfile", "tokenizer", "pretrain"):
+    for module in ("dataset.files", "dataset.binfile", "tokenizer", "steps.pretrain.step"):
         monkeypatch.setattr(f"stacks_data.{module}.write_bytes", failing_write)
     with pytest.raises(SystemExit) as exit:
         cli.main(pretrain(place, "--out-dir", str(place / f"full-{errno_name}"), "--baselines-dir", str(place)))

@@ -8,12 +8,12 @@ Paths are relative to the dataset folder (with "/" separators), whichever sub-fo
 lies in, so the manifests of all steps together describe the whole dataset as it is published.
 """
 
-import json
 import os
 
 from stacks_data import __version__
+from stacks_data.dataset import published
 from stacks_data.errors import InputError
-from stacks_data.dataset.files import FileRecord, read_json, write_json
+from stacks_data.dataset.files import FileRecord, write_json
 
 MANIFEST_FILE = "manifest.json"
 CONFIG_FILE = "config.json"
@@ -40,39 +40,24 @@ def write_manifest(folder: str, dataset_dir: str, step: str, records: list[FileR
                       {"step": step, "stacks_data_version": __version__, "config": config, "files": files})
 
 
-def read_manifest(path: str) -> dict:
-    """A manifest.json, checked for shape."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise InputError(f"unreadable manifest ({e})", path, "regenerate or re-download it") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, list) or not all(
-            isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
-            and isinstance(f.get("sha256"), str) for f in files):
-        raise InputError("not a stacks-data manifest (expected files: [{path, size, sha256}])", path,
-                         "regenerate or re-download it")
-    for f in files:
-        if f["path"].startswith("/") or ".." in f["path"].split("/"):
-            raise InputError(f"manifest path {f['path']!r} leaves the dataset folder", path,
-                             "do not use this dataset")
-    return manifest
+def read_manifest(path: str, dataset_dir: str | None = None) -> dict:
+    """A manifest.json, checked (published.check_manifest): bounded, of the step of the folder it lies
+    in (when dataset_dir is given), every entry a file the layout has."""
+    value = published.read_json(path, dataset_dir)
+    if value is None:
+        raise InputError("unreadable manifest (missing)", published.printable(path), "regenerate or re-download it")
+    where = relative(path, dataset_dir) if dataset_dir is not None else None
+    return published.check_manifest(value, path, where)
 
 
 def find_manifests(dataset_dir: str) -> list[str]:
-    """The manifests of the steps present in a dataset folder (the folder's own, then sub-folders')."""
-    candidates = [os.path.join(dataset_dir, MANIFEST_FILE)] + sorted(
-        os.path.join(dataset_dir, name, MANIFEST_FILE) for name in os.listdir(dataset_dir)
-        if not name.startswith(".") and os.path.isdir(os.path.join(dataset_dir, name)))
-    return [path for path in candidates if os.path.isfile(path)]
+    """The manifests of the steps present in a dataset folder (the folder's own, then its steps' folders';
+    nowhere deeper: where the layout puts them, for every tool)."""
+    candidates = [os.path.join(dataset_dir, *where.split("/")) for where in published.manifest_paths()]
+    return [path for path in candidates if os.path.lexists(path)]
 
 
 def read_config(path: str) -> dict:
-    """A step's config.json ({} when there is none); a damaged one is an error naming it."""
-    if not os.path.isfile(path):
-        return {}
-    config = read_json(path, dict)
-    if config is None:
-        raise InputError("damaged: not a JSON object", path, "rerun the step, or download the dataset again")
-    return config
+    """A step's config.json ({} when there is none), read as anything published is; a damaged one is an
+    error naming it."""
+    return published.read_config(path, os.path.dirname(path)) or {}

@@ -158,15 +158,53 @@ def list_files(repo_id: str, pattern: str, *, offline: str, endpoint: str | None
                       if fnmatch.fnmatch(e.path, pattern) and getattr(e, "size", None) is not None)
 
 
+FETCH_THREADS = 8  # what snapshot_download uses
+
+
 def fetch_files(repo_id: str, paths: list[str], local_dir: str, *, offline: str) -> None:
-    """Download `paths` of the dataset repo into local_dir (same layout) with huggingface_hub:
-    parallel, resumable, and whatever transfer protocol the hub offers."""
-    from huggingface_hub import snapshot_download
+    """Download `paths` of the dataset repo into local_dir (same layout) with huggingface_hub's
+    hf_hub_download: parallel, resumable, and whatever transfer protocol the hub offers, all at one
+    commit. Named file by file (snapshot_download's patterns would match every repo file against every
+    path: quadratic in the number of files)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from huggingface_hub import hf_hub_download
+
+    from stacks_data.progress import bar
 
     endpoint = hub_endpoint()
+    token = token_for(endpoint) or False
     with hub_errors(repo_id, endpoint, offline):
-        snapshot_download(repo_id, repo_type="dataset", local_dir=local_dir, endpoint=endpoint,
-                          token=token_for(endpoint) or False, allow_patterns=[glob.escape(p) for p in paths])
+        if not paths:
+            return
+        revision = hf_api(endpoint).dataset_info(repo_id).sha
+
+        def fetch(path: str) -> None:
+            hf_hub_download(repo_id, path, repo_type="dataset", revision=revision, local_dir=local_dir,
+                            endpoint=endpoint, token=token, tqdm_class=_Silent)
+
+        with ThreadPoolExecutor(FETCH_THREADS) as pool, bar(total=len(paths), desc="download", unit="file") as shown:
+            for _ in pool.map(fetch, paths):
+                shown.update(1)
+
+
+class _Silent:
+    """A tqdm_class for hf_hub_download that shows nothing: fetch_files counts files in one bar."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 def _check_parquet(path: str) -> None:
@@ -180,8 +218,13 @@ def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None =
     themselves, to the dataset repo `repo_id` (created if missing) in one commit; returns the files.
     `extra`: files of the folder that no manifest lists but go up too ({path, size}: the dataset card).
 
-    Only listed files go up: never temp files, progress files, locks, or another step's folder.
+    Only listed files go up: never temp files, progress files, locks, or another step's folder; each
+    a regular file inside the folder (no symlink leading out, FIFO or device), all of them present.
+    The count printed is what the hub holds afterwards.
     """
+    from huggingface_hub import CommitOperationAdd
+
+    from stacks_data.dataset import published
     from stacks_data.dataset.manifest import find_manifests, read_manifest, relative
 
     manifests = manifests if manifests is not None else find_manifests(dataset_dir)
@@ -190,21 +233,32 @@ def upload_dataset(dataset_dir: str, repo_id: str, manifests: list[str] | None =
                          "run the steps first (each writes its manifest when it completes)")
     files = []
     for path in manifests:
-        files += read_manifest(path)["files"]
+        files += read_manifest(path, dataset_dir)["files"]
         files.append({"path": relative(path, dataset_dir), "size": os.path.getsize(path)})
-    files += extra
+    for f in files:
+        why = published.file_problem(dataset_dir, f["path"])
+        if why is None and not os.path.exists(published.local_path(dataset_dir, f["path"])):
+            why = "is missing"
+        if why:
+            raise InputError(f"a listed file {why}: not uploading", f"{dataset_dir}: {published.printable(f['path'])}",
+                             "publish only a complete folder of regular files (rerun the step that wrote it)")
+    files += extra  # ours, written just now
     if dry_run:
         return files
     endpoint = hub_endpoint()
     with hub_errors(f"upload to {repo_id}", endpoint, UPLOAD_LATER.format(dataset_dir=dataset_dir)):
         api = hf_api(endpoint)
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id,
-            repo_type="dataset",
-            folder_path=dataset_dir,
-            allow_patterns=[glob.escape(f["path"]) for f in files],  # exactly these files: a name is not a pattern
-            commit_message=f"stacks-data: upload {len(files)} files",
-        )
+        # exactly these files, named one by one (upload_folder's patterns are quadratic, and skip silently)
+        api.create_commit(repo_id, repo_type="dataset", commit_message=f"stacks-data: upload {len(files)} files",
+                          operations=[CommitOperationAdd(f["path"], published.local_path(dataset_dir, f["path"]))
+                                      for f in files])
+        received = set(list_files(repo_id, "*", offline=UPLOAD_LATER.format(dataset_dir=dataset_dir),
+                                  endpoint=endpoint))
+    missing = [f["path"] for f in files if f["path"] not in received]
+    if missing:
+        raise NetworkError(f"the hub lacks {len(missing)} of the {len(files)} files after the upload "
+                           f"(first: {published.printable(missing[0])})", f"{endpoint}/datasets/{repo_id}",
+                           "upload again")
     print(f"uploaded {len(files)} files of {dataset_dir} to {hub_endpoint()}/datasets/{repo_id}")
     return files

@@ -19,8 +19,8 @@ import time
 
 from stacks_data import flags
 from stacks_data.remote import hub
-from stacks_data.errors import FlagError, InputError
-from stacks_data.dataset import layout
+from stacks_data.errors import FlagError, InputError, OutputError
+from stacks_data.dataset import layout, published
 from stacks_data.dataset.files import hash_file, human_bytes, write_json
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, read_manifest
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
@@ -57,6 +57,7 @@ def check_args(args: argparse.Namespace) -> None:
                         "pass --hf-user USER (or set $HF_USER)")
     if "/" in args.dataset_name or args.dataset_name in ("", ".", ".."):
         raise FlagError(f"{args.dataset_name!r} is not a dataset name", "--dataset-name", "pass a plain name")
+    flags.check_hub_names(args)
     flags.check_at_least(args, "--num-train-shards", -1)
     flags.check_at_least(args, "--num-workers", 1)
     flags.check_writable_dir(args.out_dir, "--out-dir")
@@ -69,11 +70,13 @@ def run(args: argparse.Namespace) -> None:
     offline = "on a machine without network, copy the dataset folder instead and check it with `stacks-data verify`"
     with DatasetLock(dest, layout.DOWNLOAD.name):
         names = hub.list_files(repo_id, "*", offline=offline)
-        manifests = [n for n in names if n.rsplit("/", 1)[-1] == MANIFEST_FILE and layout.step_of(n).name in args.steps]
+        # where the layout puts manifests, and nowhere deeper: what verify reads too
+        manifests = [n for n in names if published.manifest_paths().get(n) in args.steps]
+        check_no_symlink(dest, [*manifests, ".cache/huggingface"])  # huggingface_hub's metadata goes there
         hub.fetch_files(repo_id, manifests, dest, offline=offline)  # small: always fetched anew
         expected = {}  # repo path -> manifest entry
         for name in manifests:
-            for f in read_manifest(os.path.join(dest, name))["files"]:
+            for f in read_manifest(os.path.join(dest, name), dest)["files"]:
                 expected[f["path"]] = f
         if not manifests:
             print(f"warning: {repo_id} has no manifest.json (published without stacks-data?): its files are "
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> None:
         wanted = select(names if not manifests else sorted(expected), args, bool(manifests))
         if not wanted:
             raise InputError("nothing to download for these flags", repo_id, "check --steps and --dataset-name")
+        check_no_symlink(dest, wanted)
 
         bad = fetch_checked(repo_id, dest, wanted, expected, args.num_workers, offline)
         left_out = sorted(set(expected) - set(wanted))
@@ -93,12 +97,20 @@ def run(args: argparse.Namespace) -> None:
                    if os.path.exists(os.path.join(dest, *p.split("/"))))
         if bad:
             for path, why in bad:
-                print(f"{path}: {why}")
+                print(f"{published.printable(path)}: {why}")
             raise InputError(f"{len(bad)} file(s) did not match the manifest and were removed", repo_id,
                              "rerun the same command to fetch them again")
         print(f"{dest}: {len(wanted)} files, {human_bytes(size)} from {repo_id}"
               + (", checked against its manifests" if manifests else ", not verified (no manifest)")
               + (f"; {len(left_out)} files left out on purpose" if left_out else "") + f" ({time.time() - t0:.1f}s)")
+
+
+def check_no_symlink(dest: str, paths: list[str]) -> None:
+    """A download writes only inside the dataset folder: no path it writes may go through a symlink."""
+    for path in paths:
+        if link := published.symlink_in_the_way(dest, path):
+            raise OutputError(f"{published.printable(link)} is a symlink: a download writes only inside the folder",
+                              dest, "remove the symlink (or download into another --out-dir)")
 
 
 def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> list[str]:
@@ -109,14 +121,16 @@ def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> 
         step = layout.step_of(path)
         if step.name not in steps:
             continue
+        if not from_manifests and published.path_problem(path):
+            continue  # a listing names no hidden, deep or odd path we would write
         if not from_manifests and not any(fnmatch.fnmatch(path, p) for p in step.published_before_manifests):
             continue
         if args.tokenizer_only and not (path.startswith(f"{layout.TOKENIZER_FOLDER}/") or path in (CONFIG_FILE, MANIFEST_FILE)):
             continue
         chosen.append(path)
     if args.num_train_shards >= 0:
-        train = sorted(p for p in chosen if _is_train_shard(p))
-        chosen = [p for p in chosen if not _is_train_shard(p) or p in train[:args.num_train_shards]]
+        train = set(sorted(p for p in chosen if _is_train_shard(p))[:args.num_train_shards])
+        chosen = [p for p in chosen if not _is_train_shard(p) or p in train]
     return chosen
 
 
@@ -150,10 +164,26 @@ def fetch_checked(repo_id: str, dest: str, wanted: list[str], expected: dict, nu
     return bad
 
 
+BATCH_FILES, BATCH_BYTES = 512, 64 << 20  # a worker's item: many small files, or one large one
+
+
 def _matches(paths: list[str], entries: list[dict | None], num_workers: int) -> list[bool]:
-    """Per path: it exists and matches its manifest entry (no entry: it exists)."""
-    items = list(zip(paths, [e and (e["size"], e["sha256"]) for e in entries]))
-    return list(ordered_map(_match, items, num_workers, describe=lambda item: item[0]))
+    """Per path: it exists and matches its manifest entry (no entry: it exists). Checked in batches of
+    consecutive files: one item per file would cost more in passing items to workers than in hashing
+    100,000 small files."""
+    batches, size = [[]], 0
+    for item in zip(paths, [e and (e["size"], e["sha256"]) for e in entries]):
+        if len(batches[-1]) >= BATCH_FILES or (batches[-1] and size >= BATCH_BYTES):
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += item[1][0] if item[1] else 0
+    results = ordered_map(_match_batch, batches, num_workers, describe=lambda batch: batch[0][0] if batch else "")
+    return [ok for batch in results for ok in batch]
+
+
+def _match_batch(items) -> list[bool]:
+    return [_match(item) for item in items]
 
 
 def _match(item) -> bool:

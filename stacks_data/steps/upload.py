@@ -14,12 +14,12 @@ import os
 from stacks_data import flags
 from stacks_data.remote import hub
 from stacks_data.errors import FlagError, InputError
+from stacks_data.dataset import layout, published
 from stacks_data.dataset.files import human_bytes, write_text
-from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock
 from stacks_data.dataset.manifest import MANIFEST_FILE
 from stacks_data.steps import card
-from stacks_data.steps.verify import verify
+from stacks_data.steps.verify import PARTIAL_FILE, verify
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +35,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError("uploading needs a hub user or organization", "--hf-user",
                         "pass --hf-user USER (or set $HF_USER)")
     args.dataset_name = args.dataset_name or os.path.basename(os.path.abspath(args.dataset_dir))
+    if args.hf_user:
+        flags.check_hub_names(args)
     if not args.dry_run:
         hub.check_upload_possible(f"{args.hf_user}/{args.dataset_name}", "--hf-user / --dataset-name")
 
@@ -45,10 +47,17 @@ def run(args: argparse.Namespace) -> None:
 
 
 def upload(args: argparse.Namespace) -> None:
-    problems, _, _ = verify(args.dataset_dir, quick=True)
+    left_out = published.read_partial(args.dataset_dir, PARTIAL_FILE)
+    missing = [p for p in left_out if not os.path.exists(published.local_path(args.dataset_dir, p))]
+    if missing:
+        shown = ", ".join(published.printable(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise InputError(f"a partial download: {len(missing)} listed file(s) are missing ({shown})",
+                         args.dataset_dir, "download the whole dataset first (without --num-train-shards, --steps "
+                         "or --tokenizer-only), then upload it")
+    problems = verify(args.dataset_dir, quick=True)[0]
     if problems:
         for problem in problems:
-            print(problem)
+            print(published.printable(problem))
         raise InputError(f"{len(problems)} problem(s): not uploading a folder that does not match its manifests",
                          args.dataset_dir, "rerun the steps that wrote it (or `stacks-data verify` for details)")
     repo_id = f"{args.hf_user or 'USER'}/{args.dataset_name}"

@@ -7,10 +7,16 @@ Prints one line per problem and a summary; exits 1 when anything is wrong. Check
   no shard or .pt file that no manifest lists;
 - .bin headers (magic, version, count matching the file size); every token id below the vocab size;
   SFT token shards and their _mask.bin have equal counts, masks hold only 0 and 1;
-- .pt files load with torch.load(weights_only=True) and hold the documented keys;
+- every listed file is a regular file inside the folder (no symlink leading out, FIFO or device);
+- .pt files are zips of stored members no larger than the file (torch.save's; a compressed member
+  could be a decompression bomb), then load with torch.load(weights_only=True), under a memory bound,
+  and hold the documented keys;
+- tokenizer/tokenizer.pkl loads the way steps 2-4 load it (restricted unpickler, values tiktoken can
+  take) and encodes a short sample in time; the summary says when it was not checked;
 - the numbers in each config.json agree with the manifests' files (shard counts, token counts, vocab,
   the tokenizer's hash and fingerprint).
-A partial download (download_dataset.py --num-train-shards N) lists the files it left out in
+Manifests and configs are read through stacks_data.dataset.published (bounded, checked for shape): the folder
+may come from a stranger. A partial download (download_dataset.py --num-train-shards N) lists the files it left out in
 .partial.json: those may be missing.
 """
 
@@ -19,10 +25,10 @@ import os
 import time
 
 from stacks_data import flags
-from stacks_data.dataset import layout
+from stacks_data.dataset import layout, published
 from stacks_data.dataset.binfile import HEADER_BYTES, read_bin
-from stacks_data.errors import InputError, UserError
-from stacks_data.dataset.files import hash_file, human_bytes, read_json
+from stacks_data.errors import FlagError, InputError, UserError
+from stacks_data.dataset.files import hash_file, human_bytes
 from stacks_data.interrupts import import_torch
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_manifest
 from stacks_data.parallel import ordered_map
@@ -30,42 +36,53 @@ from stacks_data.progress import bar
 from stacks_data.tokenizer import TOKENIZER_FILE
 
 PARTIAL_FILE = ".partial.json"  # files a partial download left out on purpose
+TOKENIZER_PKL = f"{layout.TOKENIZER_FOLDER}/{TOKENIZER_FILE}"
+PT_LOAD_BUDGET = 256 << 20  # bytes a .pt load may allocate beyond its file's size (x4)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset_dir", metavar="DIR", help="the dataset folder, e.g. data/fineweb_edu_32k_8_370")
     parser.add_argument("--quick", action="store_true", help="check sizes, not sha256 hashes (nor token ids)")
+    parser.add_argument("--deep", action="store_true", help="every check: hashes, token ids, .pt loads, the tokenizer "
+                        "(what verify does without --quick)")
     flags.add_workers_flag(parser, executors=False)
 
 
 def check_args(args: argparse.Namespace) -> None:
     flags.check_input_dir(args.dataset_dir, "DIR")
     flags.check_at_least(args, "--num-workers", 1)
+    if args.quick and args.deep:
+        raise FlagError("--quick and --deep exclude each other", "--deep", "pass one of them")
 
 
 def run(args: argparse.Namespace) -> None:
     t0 = time.time()
-    problems, files, size = verify(args.dataset_dir, args.quick, args.num_workers)
+    problems, files, size, tokenizer = verify(args.dataset_dir, args.quick, args.num_workers)
     for problem in problems:
-        print(problem)
+        print(published.printable(problem))
     what = "sizes" if args.quick else "sizes and hashes"
     if problems:
-        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked)", args.dataset_dir,
+        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked; {tokenizer})", args.dataset_dir,
                          "re-download or regenerate the files named above")
-    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} and contents checked "
-          f"in {time.time() - t0:.1f}s")
+    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} and contents checked, "
+          f"{tokenizer}, in {time.time() - t0:.1f}s")
 
 
-def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int]:
-    """(problems, number of files checked, bytes checked) of a dataset folder."""
+def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int, str]:
+    """(problems, number of files checked, bytes checked, what was done with the tokenizer) of a dataset folder."""
     manifests = find_manifests(dataset_dir)
     if not manifests:
-        return [f"{dataset_dir}: no manifest.json (no step finished here, or published without manifests)"], 0, 0
-    partial = set(read_json(os.path.join(dataset_dir, PARTIAL_FILE), list) or [])
+        return [f"{dataset_dir}: no manifest.json (no step finished here, or published without manifests)"], 0, 0, \
+            "tokenizer not checked"
     problems, listed, entries = [], set(), []
+    try:
+        partial = set(published.read_partial(dataset_dir, PARTIAL_FILE))
+    except UserError as e:
+        problems.append(str(e))
+        partial = set()
     for path in manifests:
         try:
-            manifest = read_manifest(path)
+            manifest = read_manifest(path, dataset_dir)
         except UserError as e:
             problems.append(str(e))
             continue
@@ -77,8 +94,10 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
 
     present = []
     for step, f in entries:
-        local = os.path.join(dataset_dir, *f["path"].split("/"))
-        if not os.path.isfile(local):
+        local = published.local_path(dataset_dir, f["path"])
+        if why := published.file_problem(dataset_dir, f["path"]):
+            problems.append(f"{f['path']}: {why}")
+        elif not os.path.isfile(local):
             if f["path"] not in partial:
                 problems.append(f"{f['path']}: missing (the manifest lists it)")
         elif os.path.getsize(local) != f["size"]:
@@ -86,12 +105,28 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
         else:
             present.append((local, f["path"], f["sha256"], step, vocab, quick))
     size = sum(os.path.getsize(item[0]) for item in present)
+    loadable = []  # .pt files whose archive is sound: loaded last, here, one at a time
     with bar(total=size, desc="verify", unit="B", unit_scale=True) as progress:
-        for file_problems, nbytes in ordered_map(check_file, present, num_workers, describe=lambda item: item[1]):
+        results = ordered_map(check_file, present, num_workers, describe=lambda item: item[1])
+        for item, (file_problems, nbytes) in zip(present, results):
             problems += file_problems
             progress.update(nbytes)
+            if item[1].endswith(".pt") and not quick and not file_problems:
+                loadable.append(item)
     problems += _check_configs(dataset_dir, entries)
-    return problems, len(entries), size
+    pkl = next((item for item in present if item[1] == TOKENIZER_PKL), None)
+    if pkl is None:
+        tokenizer = "tokenizer not checked (none listed and present)"
+    elif quick:
+        tokenizer = "tokenizer not checked (--quick)"
+    else:
+        tokenizer = "tokenizer loaded as steps 2-4 load it, a sample encoded"
+        if why := published.tokenizer_problem(pkl[0]):
+            problems.append(f"{TOKENIZER_PKL}: {why}")
+    # torch in this process only, after the workers are gone: one copy of its ~250 MB, not one per worker
+    for local, rel, _, step, _, _ in loadable:
+        problems += _load_pt(local, rel, step)
+    return problems, len(entries), size, tokenizer
 
 
 def check_file(item) -> tuple[list[str], int]:
@@ -102,7 +137,7 @@ def check_file(item) -> tuple[list[str], int]:
     if name.endswith(".bin"):
         problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=not quick)
     elif name.endswith(".pt") and not quick:  # loading a large .pt takes a while: not in a quick check
-        problems += _check_pt(local, rel, step)
+        problems += [f"{rel}: {why}"] if (why := published.pt_problem(local)) else []
     if not quick and hash_file(local).sha256 != sha256:
         problems.append(f"{rel}: sha256 differs from the manifest's (corrupt or changed)")
     return problems, os.path.getsize(local)
@@ -123,11 +158,12 @@ def _check_bin(path: str, rel: str, vocab: int | None, mask: bool, scan: bool) -
     return []
 
 
-def _check_pt(path: str, rel: str, step: str | None) -> list[str]:
+def _load_pt(path: str, rel: str, step: str | None) -> list[str]:
+    """A .pt whose archive published.pt_problem passed: it loads, under a memory bound, with the keys."""
     torch = import_torch()
-
     try:
-        data = torch.load(path, weights_only=True)
+        with published.memory_bound(PT_LOAD_BUDGET + 4 * os.path.getsize(path)):
+            data = torch.load(path, weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, a pickle weights_only refuses
         return [f"{rel}: does not load with torch.load(weights_only=True) ({type(e).__name__})"]
     if rel.endswith("token_bytes.pt") or rel.endswith("token_bytes_exact.pt"):
@@ -152,14 +188,18 @@ def _unlisted(dataset_dir: str, listed: set[str]) -> list[str]:
     return sorted(out)
 
 
-def _read_config(path: str) -> dict:
-    """A config.json as a dict ({} when it is missing, unreadable or not an object)."""
-    return read_json(path, dict) or {}
+def _read_config(path: str, dataset_dir: str, problems: list[str]) -> dict:
+    """A config.json as a dict ({} when it is missing, unreadable or not an object: said in `problems`)."""
+    try:
+        return published.read_config(path, dataset_dir) or {}
+    except UserError as e:
+        problems.append(str(e))
+        return {}
 
 
 def _vocab_size(dataset_dir: str) -> int | None:
-    vocab = _read_config(os.path.join(dataset_dir, CONFIG_FILE)).get("vocab_size")
-    return vocab if isinstance(vocab, int) else None
+    vocab = _read_config(os.path.join(dataset_dir, CONFIG_FILE), dataset_dir, []).get("vocab_size")  # said below
+    return vocab if type(vocab) is int else None
 
 
 def _tokens(entry: dict) -> int:
@@ -172,10 +212,11 @@ def _check_configs(dataset_dir: str, entries: list[tuple[str, dict]]) -> list[st
     by_step: dict[str, list[dict]] = {}
     for step, f in entries:
         by_step.setdefault(step, []).append(f)
-    root = _read_config(os.path.join(dataset_dir, CONFIG_FILE))
+    root = _read_config(os.path.join(dataset_dir, CONFIG_FILE), dataset_dir, [])
     for step, step_files in by_step.items():
-        config_entry = next((f for f in step_files if f["path"].endswith(CONFIG_FILE)), None)
-        config = _read_config(os.path.join(dataset_dir, *config_entry["path"].split("/"))) if config_entry else {}
+        config_entry = next((f for f in step_files if f["path"] == _step_named(step).prefix() + CONFIG_FILE), None)
+        config = _read_config(published.local_path(dataset_dir, config_entry["path"]), dataset_dir,
+                              problems) if config_entry else {}
         if not config:
             problems.append(f"{step}: its config.json is missing, unreadable or not a JSON object")
             continue
@@ -235,7 +276,7 @@ def _check_tasks(where: str, config: dict, step_files: list[dict]) -> list[str]:
     files = {os.path.basename(f["path"]) for f in step_files}
     tasks = config.get("tasks") if isinstance(config.get("tasks"), list) else []
     missing = [t.get("file") if isinstance(t, dict) else t for t in tasks
-               if not isinstance(t, dict) or t.get("file") not in files]
+               if not isinstance(t, dict) or not isinstance(t.get("file"), str) or t["file"] not in files]
     return [f"{where}: task file(s) {missing} are not listed in its manifest"] if missing else []
 
 
