@@ -4,6 +4,7 @@ import contextlib
 import http.server
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -156,3 +157,14 @@ def hub(tmp_path, monkeypatch):
         yield server
     assert outside == []
     assert not any("xet" in path or "lfs" in path for _, path in server.requests)
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """cli.main() ignores SIGINT and SIGTERM once its command is done (a signal then would only interrupt
+    the interpreter's shutdown). Tests call it in this process: without this, the next test's subprocesses
+    would start with Ctrl-C ignored (an ignored signal stays ignored across exec) and run on after it."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in handlers.items():
+        signal.signal(s, handler)

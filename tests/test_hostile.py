@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
@@ -82,13 +81,8 @@ def cli(capsys, *argv):
     """(exit code, stdout, stderr) of `stacks-data argv`; an exception other than SystemExit (a
     traceback) fails the test."""
     capsys.readouterr()
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(SystemExit) as exit:
-            main([*argv])
-    finally:  # main ignores both once done: later tests' subprocesses would inherit that
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
+    with pytest.raises(SystemExit) as exit:
+        main([*argv])
     out = capsys.readouterr()
     return exit.value.code, out.out, out.err
 
