@@ -175,7 +175,7 @@ def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
 def test_encoder_mismatches_are_counted_once_across_a_resume(corpus, tmp_path, monkeypatch):
     parquet_dir, _ = corpus
     real_task = pretokenize.tokenize_row_group
-    monkeypatch.setattr(pretokenize, "tokenize_row_group", lambda task: (*real_task(task)[:3], 1))  # 1 per group
+    monkeypatch.setattr(pretokenize, "tokenize_row_group", lambda task: (*real_task(task)[:3], 1, real_task(task)[4]))  # 1 per group
     reference = json.loads((pretrain(parquet_dir, tmp_path / "ref") / "config.json").read_text())
     groups = sum(pq.ParquetFile(parquet_dir / f"shard_{i:05d}.parquet").num_row_groups for i in range(NUM_FILES))
     assert reference["encoder_mismatches"] == groups

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from stacks_data.dataset.doc_stats import DocStats
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import FileRecord, write_bytes
 
@@ -82,10 +83,13 @@ class ShardWriter:
     name_patterns has one entry per stream, e.g. ["train_{:06d}.bin"] or, for SFT,
     ["sft_train_{:06d}.bin", "sft_train_{:06d}_mask.bin"]; add() takes one array per stream,
     all of the same length. on_shard(index, tokens_written) runs after each shard is on disk.
+    stats (a doc_stats.DocStats) is fed each shard's first stream as it is written, with the BOS
+    positions add() is given: the statistics of exactly the written tokens (a dropped partial shard is
+    not in them).
     """
 
     def __init__(self, out_dir: str, name_patterns: list[str], shard_size: int,
-                 first_index: int = 0, on_shard=None):
+                 first_index: int = 0, on_shard=None, stats: DocStats | None = None):
         if shard_size <= 0:
             raise ValueError("shard size must be positive")
         self.out_dir = out_dir
@@ -97,16 +101,25 @@ class ShardWriter:
         self.fill = 0
         self.tokens_written = 0  # tokens in completed shards written by this writer
         self.records: list[FileRecord] = []
+        self.stats = stats
+        self.bos_in_buffer: list[np.ndarray] = []  # BOS positions in the shard being filled, for stats
 
-    def add(self, *arrays: np.ndarray) -> None:
+    def add(self, *arrays: np.ndarray, bos: np.ndarray | None = None) -> None:
+        """Append one array per stream, all of the same length; bos: the positions of the BOS tokens in
+        the first (sorted), needed when the writer keeps statistics."""
         n = len(arrays[0])
         if len(arrays) != len(self.buffers) or any(len(a) != n for a in arrays):
             raise ValueError("add() takes one array per stream, all of the same length")
+        if self.stats is not None and bos is None:
+            raise ValueError("a writer that keeps statistics needs the BOS positions")
         pos = 0
         while pos < n:
             take = min(n - pos, self.shard_size - self.fill)
             for buf, a in zip(self.buffers, arrays):
                 buf[self.fill:self.fill + take] = a[pos:pos + take]
+            if self.stats is not None:
+                lo, hi = np.searchsorted(bos, (pos, pos + take))
+                self.bos_in_buffer.append(bos[lo:hi] - pos + self.fill)
             self.fill += take
             pos += take
             if self.fill == self.shard_size:
@@ -124,6 +137,9 @@ class ShardWriter:
         for pattern, buf in zip(self.name_patterns, self.buffers):
             path = os.path.join(self.out_dir, pattern.format(self.index))
             self.records.append(write_bin(path, buf[:self.fill]))
+        if self.stats is not None:
+            self.stats.feed(self.fill, np.concatenate(self.bos_in_buffer) if self.bos_in_buffer else np.zeros(0, np.int64))
+            self.bos_in_buffer = []
         self.tokens_written += self.fill
         self.fill = 0
         self.index += 1

@@ -67,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc-cap", type=int, default=10_000, help="characters kept per training document")
     parser.add_argument("--shard-size", type=int, default=100_000_000, help="tokens per .bin shard")
     parser.add_argument("--keep-partial", action="store_true", help="also write the last, incomplete train shard")
+    flags.add_window_flag(parser)
     parser.add_argument("--bin-subdir", default=None, metavar="NAME",
                         help="write .bin shards to <out>/<dataset-name>/NAME/ (default: climbmix/ for "
                              "climbmix, else the dataset folder itself)")
@@ -132,7 +133,7 @@ def check_args(args: argparse.Namespace) -> None:
         doc_cap=args.doc_cap, shard_size=args.shard_size, keep_partial=args.keep_partial,
         bin_subdir=args.bin_subdir, base_url=args.base_url, parquet_dir=args.parquet_dir,
         baselines_dir=args.baselines_dir, max_cached_shards=args.max_cached_shards, overwrite=args.overwrite,
-        encoder=args.encoder, dataset_name=args.dataset_name, out=flags.dataset_dir(args),
+        encoder=args.encoder, windows=flags.windows(args), dataset_name=args.dataset_name, out=flags.dataset_dir(args),
         tok_dir=flags.tokenizer_dir(args), executor=flags.executor(args),
         upload_to=None if args.skip_upload else flags.hub_repo_id(args))
 
@@ -157,6 +158,7 @@ class Settings:
     max_cached_shards: int | None
     overwrite: bool
     encoder: str  # as asked for: the tokenizer may need another (checked_encoder_name)
+    windows: tuple[int, ...]  # the window sizes of the document statistics
     dataset_name: str
     out: str  # the dataset folder
     tok_dir: str
@@ -296,7 +298,7 @@ def build(plan: Plan, settings: Settings) -> None:
         stream = checked_stream(plan.progress, plan.shards, plan.bin_dir, stream, settings.max_cached_shards)
         stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, settings.shard_size,
                                            settings.executor, settings.keep_partial, settings.text_column, encoder,
-                                           plan.progress, stream)
+                                           plan.progress, stream, tok.get_bos_token_id(), settings.windows)
     finally:
         stream.close()
     config = make_config(tok, settings, plan, stats)
@@ -446,4 +448,5 @@ def make_config(tok: RustBPETokenizer, settings: Settings, plan: Plan, stats: di
                        f"{split}_documents": s["documents"], f"{split}_dropped_tokens": s["dropped_tokens"]})
     # documents the fast encoder got wrong (their row groups were encoded with tiktoken): 0, or a bug to report
     config["encoder_mismatches"] = sum(stats[split].get("encoder_mismatches", 0) for split in ("train", "val"))
+    config["documents"] = {split: stats[split]["doc_stats"] for split in ("train", "val")}
     return config
