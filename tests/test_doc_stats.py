@@ -1,21 +1,30 @@
 """Document statistics against a brute-force count, over shard and chunk boundaries, and after a resume."""
 
+import json
 import math
+import os
 import random
+import re
 
 import numpy as np
 import pytest
 
+import test_lifecycle
+import test_sft
+from fixtures import write_corpus
+from test_sft import tokenizer_dir, work  # noqa: F401  (fixtures)
+from stacks_data.cli import run_step
+from stacks_data.dataset.binfile import read_bin
 from stacks_data.dataset.doc_stats import DocStats, bos_positions
 
 BOS = 7
 
 
-def brute_force(stream: np.ndarray, windows) -> dict:
+def brute_force(stream: np.ndarray, windows, bos: int = BOS) -> dict:
     """Every window, counted one by one."""
-    starts = np.flatnonzero(stream == BOS).tolist()
+    starts = np.flatnonzero(stream == bos).tolist()
     n = len(stream)
-    owner = np.cumsum(stream == BOS) - 1  # the document of each token
+    owner = np.cumsum(stream == bos) - 1  # the document of each token
     lengths = sorted(np.diff(starts + [n]).tolist())
     rank = lambda p: lengths[math.ceil(p / 100 * len(lengths)) - 1]
     out = {"count": len(starts), "tokens": n,
@@ -69,3 +78,59 @@ def test_short_and_empty_streams():
     assert fed(stream_of([3]), [], (4,)).result() == brute_force(stream_of([3]), (4,))
     empty = DocStats((4,)).result()
     assert empty["count"] == 0 and empty["max_docs_in_window"] == {"4": 0}
+
+
+# ------------------------------------------------------------------------------ in the steps' config.json
+
+
+def split_stream(folder, pattern: str) -> np.ndarray:
+    names = sorted(n for n in os.listdir(folder) if re.fullmatch(pattern, n))
+    return np.concatenate([np.asarray(read_bin(os.path.join(folder, n))) for n in names])
+
+
+def brute_force_of(stream, bos, windows):
+    return brute_force(stream, windows, bos)
+
+
+def test_pretrain_config_holds_the_exact_statistics_also_after_a_kill(tmp_path):
+    write_corpus(tmp_path / "parquet", num_files=4, docs_per_file=60)
+    (tmp_path / "baselines").mkdir()
+    argv = test_lifecycle.pretrain_argv(tmp_path, "out", "parquet", "--window", "5", "--window", "700",
+                                        "--keep-partial")
+    killed = test_lifecycle.run_killed(argv, 30, tmp_path)  # in the middle of the shards
+    assert killed.returncode != 0
+    run_step("pretrain", argv[1:])  # resumes
+    folder = tmp_path / "out" / "ds"
+    config = json.loads((folder / "config.json").read_text())
+    for split in ("train", "val"):
+        stream = split_stream(folder, rf"{split}_\d{{6}}\.bin")
+        got = config["documents"][split]
+        assert got["tokens"] == len(stream) and got["count"] == int(np.count_nonzero(stream == config["bos_id"]))
+        windows = [5, 700, 1024, 2048]  # the brute force is quadratic: the larger ones hold the whole stream
+        want = brute_force_of(stream, config["bos_id"], windows)
+        assert got["length"] == want["length"]
+        for key in ("max_docs_in_window", "max_docs_in_bos_window"):
+            assert {t: got[key][t] for t in map(str, windows)} == want[key], (split, key)
+        assert set(got["max_docs_in_window"]) == {str(t) for t in sorted({5, 700, *(2**k for k in range(10, 18))})}
+
+
+def test_sft_counts_unsupervised_conversations_and_can_drop_them(work):  # noqa: F811
+    folder, config = test_sft.run_sft(work, "--max-seq-len", "24")
+    _, tokens, mask, _ = test_sft.read_split(folder, "train")
+    bos = config["bos_id"]
+    starts = np.flatnonzero(tokens == bos).tolist() + [len(tokens)]
+    per_conversation = [(b - a, int(mask[a:b].sum())) for a, b in zip(starts, starts[1:])]
+    teach_nothing = [n for n, supervised in per_conversation if not supervised]
+    got = config["documents"]["train"]
+    assert got["unsupervised"] == {"count": len(teach_nothing), "tokens": sum(teach_nothing), "dropped": False}
+    assert len(teach_nothing) > 0
+    assert got["supervised_tokens"] == int(mask.sum())
+    assert got["length"] == brute_force_of(tokens, bos, [4])["length"]
+
+    dropped_folder, dropped = test_sft.run_sft(work, "--max-seq-len", "24", "--drop-unsupervised", out="dropped")
+    _, kept_tokens, kept_mask, _ = test_sft.read_split(dropped_folder, "train")
+    kept_starts = np.flatnonzero(kept_tokens == bos).tolist() + [len(kept_tokens)]
+    assert all(kept_mask[a:b].any() for a, b in zip(kept_starts, kept_starts[1:]))
+    assert dropped["documents"]["train"]["unsupervised"] == {**got["unsupervised"], "dropped": True}
+    assert dropped["train_tokens"] == config["train_tokens"] - sum(teach_nothing)
+
