@@ -267,10 +267,13 @@ def test_reused_tokenizer_must_match(corpus, tmp_path):
         pretrain(parquet_dir, tmp_path / "out", "--vocab-size", "330")
 
 
-@pytest.mark.parametrize("vocab", ["200", "70000"])
-def test_bad_vocab_size(corpus, tmp_path, vocab):
+@pytest.mark.parametrize("vocab, error", [
+    ("200", r"must be between 265 and 65,536, got .* \(--vocab-size\)"),
+    ("70000", r"a vocab of 70,000 \(--vocab-size\) does not fit uint16 tokens \(--token-dtype\): pass --token-dtype uint32"),
+])
+def test_bad_vocab_size(corpus, tmp_path, vocab, error):
     parquet_dir, _ = corpus
-    with pytest.raises(FlagError, match=r"must be between 265 and 65,536, got .* \(--vocab-size\)"):
+    with pytest.raises(FlagError, match=error):
         pretrain(parquet_dir, tmp_path / "out", "--vocab-size", vocab)
     assert not (tmp_path / "out").exists()
 

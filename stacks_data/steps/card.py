@@ -248,11 +248,9 @@ def step_section(dataset_dir: str, step: str, manifest: dict, c: dict) -> list[s
         out.append(f"Shards of exactly {c.get('shard_size', 0):,} tokens (the last val shard shorter); "
                    f"{c.get('train_dropped_tokens', 0):,} tokens of the last, partial train shard were dropped.")
         out.append("")
-        if isinstance(c.get("documents"), dict):  # document statistics, when the step recorded them
-            out += ["Document statistics (`documents` in `config.json`):", "", "| | |", "|---|---|"]
-            out += [f"| {k} | {_cell(v)} |" for k, v in c["documents"].items()]
-            out.append("")
-    elif step == "sft":
+    if step in ("pretrain", "sft"):
+        out += _document_statistics(c)
+    if step == "sft":
         counts = c.get("train_source_counts", {})
         out += [f"Truncated to {c.get('max_seq_len')} tokens: {c.get('train_truncated', 0):,} train and "
                 f"{c.get('val_truncated', 0):,} val conversations. Train mixture: "
@@ -301,6 +299,34 @@ def _span(names: list[str]) -> str:
     if len(names) <= 3:
         return ", ".join(f"`{n}`" for n in names) or "-"
     return f"`{names[0]}` ... `{names[-1]}` ({len(names)} files)"
+
+
+CARD_WINDOWS = ("1024", "2048", "4096", "8192")  # the window sizes the card shows (config.json has more)
+
+
+def _document_statistics(c: dict) -> list[str]:
+    """The `documents` statistics of config.json, a row per split (none for a folder made before them)."""
+    documents = c.get("documents")
+    if not isinstance(documents, dict):
+        return []
+    windows = " / ".join(f"{int(t):,}" for t in CARD_WINDOWS)
+    out = ["Document statistics (`documents` in `config.json`; lengths in tokens, `<|bos|>` included):", "",
+           f"| split's documents | count | length min / p50 / p90 / p99 / max | most documents in a window of "
+           f"{windows} tokens (any start / at a BOS) |", "|---|---:|---:|---:|"]
+    for split, d in documents.items():
+        if not isinstance(d, dict):
+            continue
+        length = " / ".join(_cell(d.get("length", {}).get(k)) for k in ("min", "p50", "p90", "p99", "max"))
+        window = " / ".join(f"{_cell(d.get('max_docs_in_window', {}).get(t))} "
+                            f"({_cell(d.get('max_docs_in_bos_window', {}).get(t))})" for t in CARD_WINDOWS)
+        out.append(f"| `{split}` | {_cell(d.get('count'))} | {length} | {window} |")
+    unsupervised = {split: d["unsupervised"] for split, d in documents.items()
+                    if isinstance(d, dict) and isinstance(d.get("unsupervised"), dict)}
+    if unsupervised:
+        out += ["", "Conversations with no supervised token after truncation: " + ", ".join(
+            f"{split} {_cell(u.get('count'))} ({'left out' if u.get('dropped') else 'in the shards'})"
+            for split, u in unsupervised.items()) + "."]
+    return out + [""]
 
 
 def _cell(value) -> str:

@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave out conversations with no supervised token (the reply cut by --max-seq-len): "
                              "a micro-batch of only such conversations has a NaN loss; counted in config.json")
     flags.add_window_flag(parser)
+    flags.add_token_dtype_flag(parser)
     parser.add_argument("--chunk-size", type=int, default=1024,
                         help="conversations per work item (does not change the output)")
 
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> None:
     dataset = flags.dataset_dir(args)
     with DatasetLock(dataset, STEP.name):
         tokenizer = flags.load_tokenizer(args)
+        flags.check_token_dtype(args, tokenizer.get_vocab_size(), "the dataset's tokenizer")
         # every source of both splits is loaded (and checked) before anything is written
         splits = {split: mixture_sources(split, args) for split in ("val", "train")}
         config = {
@@ -86,6 +88,7 @@ def run(args: argparse.Namespace) -> None:
             "shard_size": args.shard_size,
             "bos_id": tokenizer.get_bos_token_id(),
             "vocab_size": tokenizer.get_vocab_size(),
+            "token_dtype": args.token_dtype,
             "tokenizer_fingerprint": tokenizer.fingerprint(),
             "source": hub.source_of(args.hf_mirror),
         }
@@ -196,7 +199,8 @@ def render_chunk(chunk):
         truncated += len(conversation_ids) >= max_seq_len
         kept += 1
     invalid.sort()
-    return (np.array(ids, dtype=np.uint16), np.array(mask, dtype=np.uint8), kept, truncated, invalid,
+    dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32  # the shard writer's format holds it
+    return (np.array(ids, dtype=dtype), np.array(mask, dtype=np.uint8), kept, truncated, invalid,
             np.array(starts, dtype=np.int64), tuple(unsupervised))
 
 
@@ -209,7 +213,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
     order = mixture_order([s.n for s in mixture])
     doc_stats = DocStats(flags.windows(args))
     writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size,
-                         stats=doc_stats)
+                         stats=doc_stats, token_dtype=args.token_dtype)
     conversations = truncated = supervised = 0
     unsupervised = [0, 0]
     chunk_list = chunks(mixture, order, args.chunk_size)

@@ -38,7 +38,8 @@ def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int
     mismatches = tok.encoder.mismatches
     # the whole row group in one call, one flat buffer: no Python int per token
     ids, offsets = tok.encoder.encode_batch(texts, first_row)
-    tokens = np.insert(ids.astype(np.uint16), offsets[:-1], tok.get_bos_token_id())  # <|bos|> before each
+    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32  # the shard writer's format holds it
+    tokens = np.insert(ids.astype(dtype), offsets[:-1], tok.get_bos_token_id())  # <|bos|> before each
     # known here for free: the main process need not search the tokens for them (document statistics)
     bos = offsets[:-1].astype(np.int64) + np.arange(len(texts), dtype=np.int64)
     return tokens, len(texts), sum(map(len, texts)), tok.encoder.mismatches - mismatches, bos
@@ -53,7 +54,7 @@ class SplitPacker:
     """Packs one split's row-group results, in order, into its shards, and keeps its resume point."""
 
     def __init__(self, split: str, files: list[str], bin_dir: str, shard_size: int, keep_partial: bool,
-                 progress: ResumeState, bos_id: int, windows: tuple[int, ...]):
+                 progress: ResumeState, bos_id: int, windows: tuple[int, ...], token_dtype: str):
         self.split, self.files, self.bin_dir, self.shard_size = split, files, bin_dir, shard_size
         self.keep_partial, self.progress = keep_partial, progress
         self.done = progress.split(split)
@@ -67,7 +68,7 @@ class SplitPacker:
         self.group_start = (*self.start, self.position, self.docs, self.chars, self.mismatches)
         self.stats = self._resumed_stats(bos_id, windows)
         self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=len(shards),
-                                  on_shard=self._on_shard, stats=self.stats)
+                                  on_shard=self._on_shard, stats=self.stats, token_dtype=token_dtype)
 
     def _resumed_stats(self, bos_id: int, windows: tuple[int, ...]) -> DocStats:
         """The document statistics of the finished shards: as saved with the last one, else (a state of
@@ -181,7 +182,7 @@ class LocalShards:
 
 def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
                 keep_partial: bool, column: str, encoder: str, progress: ResumeState, shards=None, bos_id: int = 0,
-                windows: tuple[int, ...] = WINDOWS) -> tuple[dict, list]:
+                windows: tuple[int, ...] = WINDOWS, token_dtype: str = "uint16") -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
     shards serves the files of reading_order() as the workers need them (a corpus.ShardStream downloads
@@ -193,7 +194,8 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     shards = shards or LocalShards(order)
     if shards.order != order:
         raise RuntimeError("the shard stream reads other files than the progress file says")
-    packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress, bos_id, windows)
+    packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress, bos_id, windows,
+                           token_dtype)
                for split, files in split_files(paths).items()]
     left, lock = {}, threading.Lock()  # path -> its row groups the workers have not done yet
 
