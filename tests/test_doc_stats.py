@@ -134,3 +134,67 @@ def test_sft_counts_unsupervised_conversations_and_can_drop_them(work):  # noqa:
     assert dropped["documents"]["train"]["unsupervised"] == {**got["unsupervised"], "dropped": True}
     assert dropped["train_tokens"] == config["train_tokens"] - sum(teach_nothing)
 
+
+
+# ------------------------------------------------------------------------------ uint32 shards
+
+
+def random_word_corpus(folder, num_files: int, docs_per_file: int, seed: int = 0) -> None:
+    """Documents of random words: enough distinct pairs for a vocab of 70,000 merges."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    folder.mkdir(parents=True)
+    for i in range(num_files):
+        docs = [" ".join("".join(rng.choice(letters) for _ in range(rng.randint(3, 10))) for _ in range(rng.randint(5, 200)))
+                for _ in range(docs_per_file)]
+        pq.write_table(pa.table({"text": docs}), folder / f"shard_{i:05d}.parquet", row_group_size=200)
+
+
+def pretrain_dtype(root, out, vocab, *extra):
+    run_step("pretrain", ["--parquet-dir", str(root / "parquet"), "--out-dir", str(root / out), "--dataset-name", "ds",
+                          "--num-shards", "3", "--tok-train-shards", "2", "--vocab-size", str(vocab),
+                          "--shard-size", "50000", "--num-workers", "1", "--skip-upload",
+                          "--baselines-dir", str(root / "baselines"), *extra])
+    return root / out / "ds"
+
+
+def test_uint32_shards_hold_the_same_ids_with_llm_c_s_header(tmp_path):
+    random_word_corpus(tmp_path / "parquet", 3, 300)
+    (tmp_path / "baselines").mkdir()
+    narrow = pretrain_dtype(tmp_path, "u16", 4096)
+    wide = pretrain_dtype(tmp_path, "u32", 4096, "--token-dtype", "uint32")
+    names = sorted(n for n in os.listdir(narrow) if n.endswith(".bin"))
+    assert names == sorted(n for n in os.listdir(wide) if n.endswith(".bin")) and names
+    for name in names:
+        header = np.fromfile(wide / name, dtype="<i4", count=256)
+        assert (header[0], header[1]) == (20240801, 7)
+        ids = np.fromfile(wide / name, dtype="<u4", offset=1024)
+        assert header[2] == len(ids) and np.array_equal(ids, np.asarray(read_bin(str(narrow / name))))
+    assert json.loads((wide / "config.json").read_text())["token_dtype"] == "uint32"
+    assert run_step("verify", [str(wide)]) is None
+
+
+def test_a_vocab_of_70000_writes_uint32_shards_that_verify(tmp_path):
+    random_word_corpus(tmp_path / "parquet", 3, 1500)
+    (tmp_path / "baselines").mkdir()
+    folder = pretrain_dtype(tmp_path, "out", 70000, "--token-dtype", "uint32")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["vocab_size"] == 70000
+    tokens = np.concatenate([np.asarray(read_bin(str(folder / n))) for n in sorted(os.listdir(folder))
+                             if re.fullmatch(r"train_\d{6}\.bin", n)])
+    assert tokens.dtype == np.uint32 and tokens.max() >= 2**16  # ids past uint16, kept whole
+    run_step("verify", [str(folder)])
+
+
+def test_sft_uint32_shards_hold_the_same_ids(work):  # noqa: F811
+    narrow, _ = test_sft.run_sft(work)
+    wide, config = test_sft.run_sft(work, "--token-dtype", "uint32", out="wide")
+    assert config["token_dtype"] == "uint32"
+    for split in ("train", "val"):
+        names, tokens, mask, _ = test_sft.read_split(wide, split)
+        assert np.fromfile(wide / names[0], dtype="<i4", count=2).tolist() == [20240801, 7]
+        _, want_tokens, want_mask, _ = test_sft.read_split(narrow, split)
+        assert np.array_equal(tokens, want_tokens) and np.array_equal(mask, want_mask)
