@@ -16,6 +16,7 @@ from test_sft import tokenizer_dir, work  # noqa: F401  (fixtures)
 from stacks_data.cli import run_step
 from stacks_data.dataset.binfile import read_bin
 from stacks_data.dataset.doc_stats import DocStats, bos_positions
+from stacks_data.steps import card
 
 BOS = 7
 
@@ -174,7 +175,9 @@ def test_uint32_shards_hold_the_same_ids_with_llm_c_s_header(tmp_path):
         ids = np.fromfile(wide / name, dtype="<u4", offset=1024)
         assert header[2] == len(ids) and np.array_equal(ids, np.asarray(read_bin(str(narrow / name))))
     assert json.loads((wide / "config.json").read_text())["token_dtype"] == "uint32"
-    assert run_step("verify", [str(wide)]) is None
+    run_step("verify", [str(wide)])
+    snippet = card.card(str(wide))  # the dataset card's reading snippet follows the format
+    assert "assert header[0] == 20240801 and header[1] == 7" in snippet and 'dtype="<u4"' in snippet
 
 
 def test_a_vocab_of_70000_writes_uint32_shards_that_verify(tmp_path):

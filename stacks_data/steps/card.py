@@ -18,6 +18,7 @@ import yaml
 
 from stacks_data import __version__, flags
 from stacks_data.errors import InputError
+from stacks_data.dataset.binfile import TOKEN_DTYPES
 from stacks_data.dataset.files import human_bytes, write_text
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_config, read_manifest
 from stacks_data.steps.pretrain.tokenizer_report import PLOT_FILE, REPORT_FILE
@@ -268,6 +269,8 @@ def step_section(dataset_dir: str, step: str, manifest: dict, c: dict) -> list[s
 
 def usage_section(name: str, config: dict) -> list[str]:
     folder = f"{config['bin_subdir']}/" if config.get("bin_subdir") else ""
+    token_dtype = config.get("token_dtype") if config.get("token_dtype") in TOKEN_DTYPES else "uint16"
+    magic, version, dtype = TOKEN_DTYPES[token_dtype]
     return [
         "## Download, verify, read", "",
         "```bash",
@@ -275,14 +278,14 @@ def usage_section(name: str, config: dict) -> list[str]:
         f"stacks-data verify data/{name}                 # every file against the manifests (size, sha256)",
         f"stacks-data inspect data/{name} --doc 0        # the first val document, decoded",
         "```", "",
-        "A `.bin` shard is a header of 256 little-endian int32 (`[0]` = 20240520 magic, `[1]` = 1 version, "
-        "`[2]` = token count), then the tokens as uint16; every document starts with `<|bos|>`:", "",
+        f"A `.bin` shard is a header of 256 little-endian int32 (`[0]` = {magic} magic, `[1]` = {version} version, "
+        f"`[2]` = token count), then the tokens as {token_dtype}; every document starts with `<|bos|>`:", "",
         "```python",
         "import numpy as np",
         f'path = "data/{name}/{folder}val_000000.bin"',
         'header = np.fromfile(path, dtype="<i4", count=256)',
-        "assert header[0] == 20240520 and header[1] == 1",
-        'tokens = np.memmap(path, dtype="<u2", mode="r", offset=1024, shape=(int(header[2]),))',
+        f"assert header[0] == {magic} and header[1] == {version}",
+        f'tokens = np.memmap(path, dtype="{dtype.str}", mode="r", offset=1024, shape=(int(header[2]),))',
         f"starts = np.flatnonzero(tokens == {config.get('bos_id')})  # <|bos|>: where each document starts",
         "print(len(tokens), 'tokens,', len(starts), 'documents; the first:', tokens[starts[0]:starts[1]][:20])",
         "```", "",
