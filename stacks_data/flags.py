@@ -39,6 +39,37 @@ def add_hf_user_flag(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--hf-user", default=os.environ.get("HF_USER"), help=f"{help} (default: $HF_USER)")
 
 
+def add_token_dtype_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-dtype", choices=("uint16", "uint32"), default="uint16",
+                        help="uint16: the nanochat / modded-nanogpt .bin format (magic 20240520, version 1; a vocab "
+                             "of at most 65,536); uint32: llm.c's (magic 20240801, version 7), for larger vocabs")
+
+
+def check_token_dtype(args: argparse.Namespace, vocab_size: int, flag: str) -> None:
+    """The vocab's ids fit the shards' tokens (a vocab over 65,536 needs --token-dtype uint32)."""
+    from stacks_data.dataset.binfile import vocab_limit
+
+    if vocab_size > vocab_limit(args.token_dtype):
+        raise FlagError(f"a vocab of {vocab_size:,} ({flag}) does not fit {args.token_dtype} tokens",
+                        "--token-dtype", "pass --token-dtype uint32")
+
+
+def add_window_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window", type=int, action="append", default=[], metavar="T",
+                        help="also count the most documents in a window of T tokens, for config.json's document "
+                             "statistics (repeatable; 1,024 ... 131,072 are always counted)")
+
+
+def windows(args: argparse.Namespace) -> tuple[int, ...]:
+    """The window sizes of the document statistics: the usual ones and --window's, checked."""
+    from stacks_data.dataset.doc_stats import WINDOWS
+
+    for t in args.window:
+        if not 1 <= t <= 2**31:
+            raise FlagError(f"{t} is not a window size", "--window", "pass a number of tokens, e.g. --window 3072")
+    return tuple(sorted({*WINDOWS, *args.window}))
+
+
 def add_mirror_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hf-mirror", default=None, metavar="DIR",
                         help="read hub datasets from DIR/<owner>/<name>/<path in repo> instead of downloading")

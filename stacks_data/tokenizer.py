@@ -307,7 +307,7 @@ def check_vocab_size(vocab_size: int) -> None:
     if vocab_size < MIN_VOCAB:
         raise ValueError(f"vocab size {vocab_size} is below {MIN_VOCAB} (256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
     if vocab_size > MAX_VOCAB:
-        raise ValueError(f"vocab size {vocab_size} does not fit the uint16 tokens of .bin files (max {MAX_VOCAB})")
+        raise ValueError(f"vocab size {vocab_size} does not fit the uint32 tokens of .bin files (max {MAX_VOCAB})")
 
 
 # ------------------------------------------------------------------------------------ safe loading

@@ -2,6 +2,7 @@
 same folder wherever it lies, and upload writes and publishes it."""
 
 import json
+import os
 import re
 import shutil
 
@@ -88,15 +89,28 @@ def test_the_same_folder_gives_the_same_bytes_wherever_it_lies(written, tmp_path
     assert "/" + str(folder).split("/")[1] not in text  # no local path: /tmp/... appears nowhere
 
 
-def test_document_statistics_are_shown_when_present(written, tmp_path):
-    folder = tmp_path / "ds"
-    shutil.copytree(written[0], folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["documents"] = {"mean_tokens": 123.5, "max_tokens": 4567}
-    (folder / "config.json").write_text(json.dumps(config))
-    text = card.card(str(folder))
-    assert "| mean_tokens | 123.5 |" in text and "| max_tokens | 4,567 |" in text
-    assert "Document statistics" not in written[1]
+def test_document_statistics_are_config_json_s(written):
+    folder, text = written
+    configs = [json.loads((folder / "config.json").read_text()), json.loads((folder / "sft" / "config.json").read_text())]
+    for i, config in enumerate(configs):  # step 1's table, then SFT's
+        for split, d in config["documents"].items():
+            cells = rows(text, f"`{split}`")[i]
+            assert number(cells[1]) == d["count"]
+            assert [number(x) for x in cells[2].split(" / ")] == [d["length"][k] for k in ("min", "p50", "p90", "p99", "max")]
+            assert cells[3].startswith(f"{d['max_docs_in_window']['1024']:,} ({d['max_docs_in_bos_window']['1024']:,})")
+    stale = copy_with(folder, lambda config: config.pop("documents"))  # a step 1 made before the statistics
+    assert text.count("Document statistics") == 2 and card.card(str(stale)).count("Document statistics") == 1
+
+
+def copy_with(folder, change):
+    import tempfile
+
+    copy = os.path.join(tempfile.mkdtemp(), "ds")
+    shutil.copytree(folder, copy)
+    config = json.loads(open(os.path.join(copy, "config.json")).read())
+    change(config)
+    open(os.path.join(copy, "config.json"), "w").write(json.dumps(config))
+    return copy
 
 
 def test_a_folder_without_step_1_is_one_line(tmp_path):

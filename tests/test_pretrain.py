@@ -175,7 +175,7 @@ def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):
 def test_encoder_mismatches_are_counted_once_across_a_resume(corpus, tmp_path, monkeypatch):
     parquet_dir, _ = corpus
     real_task = pretokenize.tokenize_row_group
-    monkeypatch.setattr(pretokenize, "tokenize_row_group", lambda task: (*real_task(task)[:3], 1))  # 1 per group
+    monkeypatch.setattr(pretokenize, "tokenize_row_group", lambda task: (*real_task(task)[:3], 1, real_task(task)[4]))  # 1 per group
     reference = json.loads((pretrain(parquet_dir, tmp_path / "ref") / "config.json").read_text())
     groups = sum(pq.ParquetFile(parquet_dir / f"shard_{i:05d}.parquet").num_row_groups for i in range(NUM_FILES))
     assert reference["encoder_mismatches"] == groups
@@ -267,10 +267,13 @@ def test_reused_tokenizer_must_match(corpus, tmp_path):
         pretrain(parquet_dir, tmp_path / "out", "--vocab-size", "330")
 
 
-@pytest.mark.parametrize("vocab", ["200", "70000"])
-def test_bad_vocab_size(corpus, tmp_path, vocab):
+@pytest.mark.parametrize("vocab, error", [
+    ("200", r"must be between 265 and 65,536, got .* \(--vocab-size\)"),
+    ("70000", r"a vocab of 70,000 \(--vocab-size\) does not fit uint16 tokens \(--token-dtype\): pass --token-dtype uint32"),
+])
+def test_bad_vocab_size(corpus, tmp_path, vocab, error):
     parquet_dir, _ = corpus
-    with pytest.raises(FlagError, match=r"must be between 265 and 65,536, got .* \(--vocab-size\)"):
+    with pytest.raises(FlagError, match=error):
         pretrain(parquet_dir, tmp_path / "out", "--vocab-size", vocab)
     assert not (tmp_path / "out").exists()
 

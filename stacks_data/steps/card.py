@@ -18,6 +18,7 @@ import yaml
 
 from stacks_data import __version__, flags
 from stacks_data.errors import InputError
+from stacks_data.dataset.binfile import TOKEN_DTYPES
 from stacks_data.dataset.files import human_bytes, write_text
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_config, read_manifest
 from stacks_data.steps.pretrain.tokenizer_report import PLOT_FILE, REPORT_FILE
@@ -248,11 +249,9 @@ def step_section(dataset_dir: str, step: str, manifest: dict, c: dict) -> list[s
         out.append(f"Shards of exactly {c.get('shard_size', 0):,} tokens (the last val shard shorter); "
                    f"{c.get('train_dropped_tokens', 0):,} tokens of the last, partial train shard were dropped.")
         out.append("")
-        if isinstance(c.get("documents"), dict):  # document statistics, when the step recorded them
-            out += ["Document statistics (`documents` in `config.json`):", "", "| | |", "|---|---|"]
-            out += [f"| {k} | {_cell(v)} |" for k, v in c["documents"].items()]
-            out.append("")
-    elif step == "sft":
+    if step in ("pretrain", "sft"):
+        out += _document_statistics(c)
+    if step == "sft":
         counts = c.get("train_source_counts", {})
         out += [f"Truncated to {c.get('max_seq_len')} tokens: {c.get('train_truncated', 0):,} train and "
                 f"{c.get('val_truncated', 0):,} val conversations. Train mixture: "
@@ -270,6 +269,8 @@ def step_section(dataset_dir: str, step: str, manifest: dict, c: dict) -> list[s
 
 def usage_section(name: str, config: dict) -> list[str]:
     folder = f"{config['bin_subdir']}/" if config.get("bin_subdir") else ""
+    token_dtype = config.get("token_dtype") if config.get("token_dtype") in TOKEN_DTYPES else "uint16"
+    magic, version, dtype = TOKEN_DTYPES[token_dtype]
     return [
         "## Download, verify, read", "",
         "```bash",
@@ -277,14 +278,14 @@ def usage_section(name: str, config: dict) -> list[str]:
         f"stacks-data verify data/{name}                 # every file against the manifests (size, sha256)",
         f"stacks-data inspect data/{name} --doc 0        # the first val document, decoded",
         "```", "",
-        "A `.bin` shard is a header of 256 little-endian int32 (`[0]` = 20240520 magic, `[1]` = 1 version, "
-        "`[2]` = token count), then the tokens as uint16; every document starts with `<|bos|>`:", "",
+        f"A `.bin` shard is a header of 256 little-endian int32 (`[0]` = {magic} magic, `[1]` = {version} version, "
+        f"`[2]` = token count), then the tokens as {token_dtype}; every document starts with `<|bos|>`:", "",
         "```python",
         "import numpy as np",
         f'path = "data/{name}/{folder}val_000000.bin"',
         'header = np.fromfile(path, dtype="<i4", count=256)',
-        "assert header[0] == 20240520 and header[1] == 1",
-        'tokens = np.memmap(path, dtype="<u2", mode="r", offset=1024, shape=(int(header[2]),))',
+        f"assert header[0] == {magic} and header[1] == {version}",
+        f'tokens = np.memmap(path, dtype="{dtype.str}", mode="r", offset=1024, shape=(int(header[2]),))',
         f"starts = np.flatnonzero(tokens == {config.get('bos_id')})  # <|bos|>: where each document starts",
         "print(len(tokens), 'tokens,', len(starts), 'documents; the first:', tokens[starts[0]:starts[1]][:20])",
         "```", "",
@@ -301,6 +302,34 @@ def _span(names: list[str]) -> str:
     if len(names) <= 3:
         return ", ".join(f"`{n}`" for n in names) or "-"
     return f"`{names[0]}` ... `{names[-1]}` ({len(names)} files)"
+
+
+CARD_WINDOWS = ("1024", "2048", "4096", "8192")  # the window sizes the card shows (config.json has more)
+
+
+def _document_statistics(c: dict) -> list[str]:
+    """The `documents` statistics of config.json, a row per split (none for a folder made before them)."""
+    documents = c.get("documents")
+    if not isinstance(documents, dict):
+        return []
+    windows = " / ".join(f"{int(t):,}" for t in CARD_WINDOWS)
+    out = ["Document statistics (`documents` in `config.json`; lengths in tokens, `<|bos|>` included):", "",
+           f"| split's documents | count | length min / p50 / p90 / p99 / max | most documents in a window of "
+           f"{windows} tokens (any start / at a BOS) |", "|---|---:|---:|---:|"]
+    for split, d in documents.items():
+        if not isinstance(d, dict):
+            continue
+        length = " / ".join(_cell(d.get("length", {}).get(k)) for k in ("min", "p50", "p90", "p99", "max"))
+        window = " / ".join(f"{_cell(d.get('max_docs_in_window', {}).get(t))} "
+                            f"({_cell(d.get('max_docs_in_bos_window', {}).get(t))})" for t in CARD_WINDOWS)
+        out.append(f"| `{split}` | {_cell(d.get('count'))} | {length} | {window} |")
+    unsupervised = {split: d["unsupervised"] for split, d in documents.items()
+                    if isinstance(d, dict) and isinstance(d.get("unsupervised"), dict)}
+    if unsupervised:
+        out += ["", "Conversations with no supervised token after truncation: " + ", ".join(
+            f"{split} {_cell(u.get('count'))} ({'left out' if u.get('dropped') else 'in the shards'})"
+            for split, u in unsupervised.items()) + "."]
+    return out + [""]
 
 
 def _cell(value) -> str:

@@ -18,6 +18,7 @@ from stacks_data import flags
 from stacks_data.remote import hub
 from stacks_data.sources import sft as sources
 from stacks_data.dataset.binfile import ShardWriter
+from stacks_data.dataset.doc_stats import DocStats
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes
 from stacks_data.dataset import layout
@@ -49,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spelling-bee-size", type=int, default=80_000, help="SpellingBee items (train)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid conversations (counted in config.json) instead of stopping")
+    parser.add_argument("--drop-unsupervised", action="store_true",
+                        help="leave out conversations with no supervised token (the reply cut by --max-seq-len): "
+                             "a micro-batch of only such conversations has a NaN loss; counted in config.json")
+    flags.add_window_flag(parser)
+    flags.add_token_dtype_flag(parser)
     parser.add_argument("--chunk-size", type=int, default=1024,
                         help="conversations per work item (does not change the output)")
 
@@ -65,6 +71,7 @@ def check_args(args: argparse.Namespace) -> None:
         flags.check_input_file(args.identity_file, "--identity-file")
     if args.words_file:
         flags.check_input_file(args.words_file, "--words-file")
+    flags.windows(args)
     flags.check_tokenizer_exists(args)
 
 
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> None:
     dataset = flags.dataset_dir(args)
     with DatasetLock(dataset, STEP.name):
         tokenizer = flags.load_tokenizer(args)
+        flags.check_token_dtype(args, tokenizer.get_vocab_size(), "the dataset's tokenizer")
         # every source of both splits is loaded (and checked) before anything is written
         splits = {split: mixture_sources(split, args) for split in ("val", "train")}
         config = {
@@ -80,15 +88,17 @@ def run(args: argparse.Namespace) -> None:
             "shard_size": args.shard_size,
             "bos_id": tokenizer.get_bos_token_id(),
             "vocab_size": tokenizer.get_vocab_size(),
+            "token_dtype": args.token_dtype,
             "tokenizer_fingerprint": tokenizer.fingerprint(),
             "source": hub.source_of(args.hf_mirror),
         }
         with StagedFolder(dataset, STEP.folder) as folder:
             records = []
             for split, (mixture, words) in splits.items():
-                stats, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args),
-                                                   tokenizer.encoder.name, folder.path, args)
+                stats, documents, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args),
+                                                              tokenizer.encoder.name, folder.path, args)
                 config.update({f"{split}_{key}": value for key, value in stats.items()})
+                config.setdefault("documents", {})[split] = documents
                 records += split_records
             manifest = folder.publish(STEP.name, config, records)
         print(f"wrote {folder.final}: " + ", ".join(
@@ -155,14 +165,15 @@ def chunks(mixture: list, order: np.ndarray, chunk_size: int):
         yield len(index), groups
 
 
-def worker_setup(tokenizer_dir: str, encoder: str, words, max_seq_len: int):
+def worker_setup(tokenizer_dir: str, encoder: str, words, max_seq_len: int, drop_unsupervised: bool):
     """Once per worker process: what render_chunk needs besides its chunk."""
-    return RustBPETokenizer.for_work(tokenizer_dir, encoder), words, max_seq_len
+    return RustBPETokenizer.for_work(tokenizer_dir, encoder), words, max_seq_len, drop_unsupervised
 
 
 def render_chunk(chunk):
-    """-> (tokens, mask, conversations, truncated, invalid [(slot, source index, row, message)])."""
-    tokenizer, words, max_seq_len = worker_state()
+    """-> (tokens, mask, conversations, truncated, invalid [(slot, source index, row, message)], where the
+    conversations start (their <|bos|>), (conversations, tokens) with no supervised token)."""
+    tokenizer, words, max_seq_len, drop_unsupervised = worker_state()
     n, groups = chunk
     conversations = [None] * n
     invalid = []
@@ -173,14 +184,24 @@ def render_chunk(chunk):
             else:
                 conversations[slot] = conversation
     valid = [c for c in conversations if c is not None]
-    ids, mask, truncated = [], [], 0
+    ids, mask, starts, truncated, kept = [], [], [], 0, 0
+    unsupervised = [0, 0]  # conversations that teach nothing (no token whose mask is 1: the reply was cut), tokens
     # the chunk's texts are encoded in this worker; parallelism comes from the worker processes
     for conversation_ids, conversation_mask in tokenizer.render_conversations(valid, max_tokens=max_seq_len):
+        if not any(conversation_mask):
+            unsupervised[0] += 1
+            unsupervised[1] += len(conversation_ids)
+            if drop_unsupervised:
+                continue
+        starts.append(len(ids))
         ids += conversation_ids
         mask += conversation_mask
         truncated += len(conversation_ids) >= max_seq_len
+        kept += 1
     invalid.sort()
-    return np.array(ids, dtype=np.uint16), np.array(mask, dtype=np.uint8), len(valid), truncated, invalid
+    dtype = np.uint16 if tokenizer.get_vocab_size() <= 2**16 else np.uint32  # the shard writer's format holds it
+    return (np.array(ids, dtype=dtype), np.array(mask, dtype=np.uint8), kept, truncated, invalid,
+            np.array(starts, dtype=np.int64), tuple(unsupervised))
 
 
 def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: str, out_dir: str,
@@ -190,23 +211,30 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
     for source in mixture:
         source_counts[source.name] = source_counts.get(source.name, 0) + source.n
     order = mixture_order([s.n for s in mixture])
-    writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size)
-    conversations = truncated = 0
+    doc_stats = DocStats(flags.windows(args))
+    writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size,
+                         stats=doc_stats, token_dtype=args.token_dtype)
+    conversations = truncated = supervised = 0
+    unsupervised = [0, 0]
     chunk_list = chunks(mixture, order, args.chunk_size)
     results = flags.executor(args).map(render_chunk, chunk_list,
-                                       setup=(worker_setup, (tokenizer_dir, encoder, words, args.max_seq_len)),
+                                       setup=(worker_setup, (tokenizer_dir, encoder, words, args.max_seq_len,
+                                                             args.drop_unsupervised)),
                                        describe=lambda chunk: describe_chunk(split, mixture, chunk))
     with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress:
-        for ids, mask, n_valid, n_truncated, invalid in results:
+        for ids, mask, n_valid, n_truncated, invalid, starts, (n_unsupervised, unsupervised_tokens) in results:
             for _, k, row, message in invalid:
                 if not args.skip_invalid:
                     raise InputError(f"invalid conversation in the {split} mixture: {message}",
                                      mixture[k].where(row), "fix it, or pass --skip-invalid to skip such conversations")
                 invalid_counts[mixture[k].name] = invalid_counts.get(mixture[k].name, 0) + 1
-            writer.add(ids, mask)
+            writer.add(ids, mask, bos=starts)
             conversations += n_valid
             truncated += n_truncated
-            progress.update(n_valid + len(invalid))
+            supervised += int(np.count_nonzero(mask))
+            unsupervised[0] += n_unsupervised
+            unsupervised[1] += unsupervised_tokens
+            progress.update(n_valid + len(invalid) + (n_unsupervised if args.drop_unsupervised else 0))
     writer.close()
     stats = {
         "conversations": conversations,
@@ -216,7 +244,11 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
         "source_counts": source_counts,
         "invalid_counts": invalid_counts,
     }
-    return stats, writer.records
+    documents = {**doc_stats.result(), "supervised_tokens": supervised,
+                 # with --drop-unsupervised they were left out (counted here), else they are in the shards
+                 "unsupervised": {"count": unsupervised[0], "tokens": unsupervised[1],
+                                  "dropped": args.drop_unsupervised}}
+    return stats, documents, writer.records
 
 
 def describe_chunk(split: str, mixture: list, chunk) -> str:

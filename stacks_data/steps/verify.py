@@ -26,7 +26,7 @@ import time
 
 from stacks_data import flags
 from stacks_data.dataset import layout, published
-from stacks_data.dataset.binfile import HEADER_BYTES, read_bin
+from stacks_data.dataset.binfile import HEADER_BYTES, TOKEN_DTYPES, read_bin, token_bytes
 from stacks_data.errors import FlagError, InputError, UserError
 from stacks_data.dataset.files import hash_file, human_bytes
 from stacks_data.interrupts import import_torch
@@ -202,8 +202,17 @@ def _vocab_size(dataset_dir: str) -> int | None:
     return vocab if type(vocab) is int else None
 
 
-def _tokens(entry: dict) -> int:
-    return (entry["size"] - HEADER_BYTES) // 2
+def _token_counter(where: str, config: dict):
+    """The token count of a listed shard from its size, in the format config.json names (None: a format
+    this package does not know, said in the problem)."""
+    dtype = config.get("token_dtype", "uint16")  # folders made before --token-dtype: uint16
+    if not isinstance(dtype, str) or dtype not in TOKEN_DTYPES:
+        return None, [f"{where}: unknown token_dtype {published.printable(repr(dtype))}"]
+    return (lambda entry: _tokens(entry, dtype)), []
+
+
+def _tokens(entry: dict, token_dtype: str) -> int:
+    return (entry["size"] - HEADER_BYTES) // token_bytes(token_dtype)
 
 
 def _check_configs(dataset_dir: str, entries: list[tuple[str, dict]]) -> list[str]:
@@ -236,7 +245,9 @@ def _step_named(name: str | None) -> layout.Step:
 
 def _check_shards(where: str, config: dict, step_files: list[dict]) -> list[str]:
     """Step 1: the shard counts and token counts per split, and the tokenizer's hash."""
-    problems = []
+    tokens_of, problems = _token_counter(where, config)
+    if tokens_of is None:
+        return problems
     sub = f"{config['bin_subdir']}/" if config.get("bin_subdir") else ""
     for split in ("train", "val"):
         shards = [f for f in step_files if f["path"].startswith(sub)
@@ -244,9 +255,9 @@ def _check_shards(where: str, config: dict, step_files: list[dict]) -> list[str]
         if config.get(f"{split}_shards") != len(shards):
             problems.append(f"{where}: {split}_shards is {config.get(f'{split}_shards')}, the manifest lists "
                             f"{len(shards)}")
-        if config.get(f"{split}_tokens") != sum(map(_tokens, shards)):
+        if config.get(f"{split}_tokens") != sum(map(tokens_of, shards)):
             problems.append(f"{where}: {split}_tokens is {config.get(f'{split}_tokens')}, the shards hold "
-                            f"{sum(map(_tokens, shards))}")
+                            f"{sum(map(tokens_of, shards))}")
     pkl = next((f for f in step_files if f["path"] == f"{layout.TOKENIZER_FOLDER}/{TOKENIZER_FILE}"), None)
     if pkl is None or pkl["sha256"] != config.get("tokenizer_sha256"):
         problems.append(f"{where}: tokenizer_sha256 is not the listed {layout.TOKENIZER_FOLDER}/{TOKENIZER_FILE}'s")
@@ -255,7 +266,9 @@ def _check_shards(where: str, config: dict, step_files: list[dict]) -> list[str]
 
 def _check_sft_shards(where: str, config: dict, step_files: list[dict]) -> list[str]:
     """SFT: every token shard has its mask, of the same count; the counts per split."""
-    problems = []
+    tokens_of, problems = _token_counter(where, config)
+    if tokens_of is None:
+        return problems
     for split in ("train", "val"):
         tokens = [f for f in step_files if (m := layout.SFT.shard_file.fullmatch(os.path.basename(f["path"])))
                   and m.group(1) == split and not m.group(3)]
@@ -266,7 +279,7 @@ def _check_sft_shards(where: str, config: dict, step_files: list[dict]) -> list[
                 problems.append(f"{f['path']}: its _mask.bin is not listed")
             elif mask["size"] != f["size"]:
                 problems.append(f"{f['path']}: its _mask.bin has another token count")
-        if config.get(f"{split}_shards") != len(tokens) or config.get(f"{split}_tokens") != sum(map(_tokens, tokens)):
+        if config.get(f"{split}_shards") != len(tokens) or config.get(f"{split}_tokens") != sum(map(tokens_of, tokens)):
             problems.append(f"{where}: {split}_shards / {split}_tokens do not match the listed shards")
     return problems
 

@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from stacks_data.dataset.binfile import ShardWriter
+from stacks_data.dataset.binfile import ShardWriter, read_bin
+from stacks_data.dataset.doc_stats import WINDOWS, DocStats, bos_positions
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes
 from stacks_data.parallel import Executor, worker_state
@@ -28,17 +29,20 @@ from stacks_data.tokenizer import RustBPETokenizer
 # ------------------------------------------------------------------------------------ worker
 
 
-def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int, int, int]:
-    """(tokens, documents, characters, encoder mismatches) of one parquet row group: each document is
-    <|bos|> + its tokens."""
+def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int, int, int, np.ndarray]:
+    """(tokens, documents, characters, encoder mismatches, where the <|bos|> tokens are) of one parquet
+    row group: each document is <|bos|> + its tokens."""
     path, group, first_row, column = task
     tok: RustBPETokenizer = worker_state()
     texts = read_texts(open_parquet(path, [column]), path, group, first_row, column)
     mismatches = tok.encoder.mismatches
     # the whole row group in one call, one flat buffer: no Python int per token
     ids, offsets = tok.encoder.encode_batch(texts, first_row)
-    tokens = np.insert(ids.astype(np.uint16), offsets[:-1], tok.get_bos_token_id())  # <|bos|> before each
-    return tokens, len(texts), sum(map(len, texts)), tok.encoder.mismatches - mismatches
+    dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32  # the shard writer's format holds it
+    tokens = np.insert(ids.astype(dtype), offsets[:-1], tok.get_bos_token_id())  # <|bos|> before each
+    # known here for free: the main process need not search the tokens for them (document statistics)
+    bos = offsets[:-1].astype(np.int64) + np.arange(len(texts), dtype=np.int64)
+    return tokens, len(texts), sum(map(len, texts)), tok.encoder.mismatches - mismatches, bos
 
 
 def describe_task(task: tuple[str, int, int, str]) -> str:
@@ -50,7 +54,7 @@ class SplitPacker:
     """Packs one split's row-group results, in order, into its shards, and keeps its resume point."""
 
     def __init__(self, split: str, files: list[str], bin_dir: str, shard_size: int, keep_partial: bool,
-                 progress: ResumeState):
+                 progress: ResumeState, bos_id: int, windows: tuple[int, ...], token_dtype: str):
         self.split, self.files, self.bin_dir, self.shard_size = split, files, bin_dir, shard_size
         self.keep_partial, self.progress = keep_partial, progress
         self.done = progress.split(split)
@@ -62,8 +66,21 @@ class SplitPacker:
         self.mismatches = last.get("mismatches", 0)  # documents the fast encoder got wrong (see encoder.py)
         self.position = len(shards) * shard_size - self.skip  # stream position at the start of that group
         self.group_start = (*self.start, self.position, self.docs, self.chars, self.mismatches)
+        self.stats = self._resumed_stats(bos_id, windows)
         self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=len(shards),
-                                  on_shard=self._on_shard)
+                                  on_shard=self._on_shard, stats=self.stats, token_dtype=token_dtype)
+
+    def _resumed_stats(self, bos_id: int, windows: tuple[int, ...]) -> DocStats:
+        """The document statistics of the finished shards: as saved with the last one, else (a state of
+        another run, or the shards rolled back) counted again from the shards on disk."""
+        saved, shards = self.done.get("doc_stats"), self.done["shards"]
+        if saved and saved["shards"] == len(shards) and tuple(saved["state"]["windows"]) == windows:
+            return DocStats.from_state(saved["state"])
+        stats = DocStats(windows)
+        for index in range(len(shards)):
+            tokens = read_bin(os.path.join(self.bin_dir, shard_name(self.split, index)))
+            stats.feed(len(tokens), bos_positions(tokens, bos_id))
+        return stats
 
     @property
     def complete(self) -> bool:
@@ -98,11 +115,12 @@ class SplitPacker:
                     yield (index, group, group == groups[-1]), (path, group, first_row, column)
                 first_row += metadata.row_group(group).num_rows
 
-    def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int, mismatches: int) -> int:
+    def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int, mismatches: int,
+            bos: np.ndarray) -> int:
         """Append one row group's tokens (minus what an earlier run already wrote); returns tokens added."""
         self.group_start = (*where[:2], self.position, self.docs, self.chars, self.mismatches)
         skip, self.skip = self.skip, 0
-        self.writer.add(tokens[skip:])
+        self.writer.add(tokens[skip:], bos=bos[np.searchsorted(bos, skip):] - skip)
         self.position += len(tokens)
         self.docs += docs
         self.chars += chars
@@ -118,17 +136,18 @@ class SplitPacker:
                                     "offset": (index + 1) * self.shard_size - position, "docs": docs,
                                     "chars": chars, "mismatches": mismatches, "size": record.size,
                                     "sha256": record.sha256})
+        self.done["doc_stats"] = {"shards": index + 1, "state": self.stats.state()}
         self.progress.save()
 
     def finish(self) -> dict:
-        if self.complete:
-            return self.done["result"]
+        if self.complete:  # the statistics as this run's --window asks (they were resumed or counted again)
+            return {**self.done["result"], "doc_stats": self.stats.result()}
         dropped = 0 if self.keep_partial else self.writer.fill
         self.writer.close(self.keep_partial)
         shards = self.done["shards"]
         self.done["result"] = {"shards": len(shards), "tokens": self.position - dropped, "dropped_tokens": dropped,
                                "documents": self.docs, "chars": self.chars, "encoder_mismatches": self.mismatches,
-                               "bytes": sum(s["size"] for s in shards)}
+                               "bytes": sum(s["size"] for s in shards), "doc_stats": self.stats.result()}
         self.progress.save()
         say(f"{self.split}: {self.docs:,} docs -> {self.position - dropped:,} tokens in {len(shards)} shards "
               f"({human_bytes(self.done['result']['bytes'])})" + (f"; dropped the last {dropped:,}" if dropped else ""))
@@ -162,7 +181,8 @@ class LocalShards:
 
 
 def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
-                keep_partial: bool, column: str, encoder: str, progress: ResumeState, shards=None) -> tuple[dict, list]:
+                keep_partial: bool, column: str, encoder: str, progress: ResumeState, shards=None, bos_id: int = 0,
+                windows: tuple[int, ...] = WINDOWS, token_dtype: str = "uint16") -> tuple[dict, list]:
     """Tokenize val (the last path) then train (the others) into shards, resuming from `progress`.
 
     shards serves the files of reading_order() as the workers need them (a corpus.ShardStream downloads
@@ -174,7 +194,8 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     shards = shards or LocalShards(order)
     if shards.order != order:
         raise RuntimeError("the shard stream reads other files than the progress file says")
-    packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress)
+    packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress, bos_id, windows,
+                           token_dtype)
                for split, files in split_files(paths).items()]
     left, lock = {}, threading.Lock()  # path -> its row groups the workers have not done yet
 
@@ -192,12 +213,12 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
         results = executor.map(tokenize_row_group, _tasks_only(work, pending), describe=describe_task,
                                setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), on_done=done)
         with bar(desc="tokenize", unit="shard", total=len(order)) as display:
-            for tokens, docs, chars, mismatches in results:
+            for tokens, docs, chars, mismatches, bos in results:
                 packer, where = pending.popleft()
                 if packer is not current and current is not None:
                     current.finish()
                 current = packer
-                new_tokens += packer.add(where, tokens, docs, chars, mismatches)
+                new_tokens += packer.add(where, tokens, docs, chars, mismatches, bos)
                 display.update(where[2])  # a file's last row group: one more shard of input done
                 elapsed = max(time.time() - t0, 1e-9)
                 fetched = (f"downloaded {shards.shards_ready()}/{len(order)}, in "

@@ -41,6 +41,7 @@ from stacks_data.progress import bar, say
 from stacks_data.steps.pretrain.pretokenize import pretokenize
 from stacks_data.steps.pretrain.resume import (STATE_FILE, TRAINING_FILE, ResumeState, checked_stream, claim_folder,
                                               mark_incomplete, reading_order)
+from stacks_data.dataset.binfile import vocab_limit
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
 
@@ -67,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--doc-cap", type=int, default=10_000, help="characters kept per training document")
     parser.add_argument("--shard-size", type=int, default=100_000_000, help="tokens per .bin shard")
     parser.add_argument("--keep-partial", action="store_true", help="also write the last, incomplete train shard")
+    flags.add_window_flag(parser)
+    flags.add_token_dtype_flag(parser)
     parser.add_argument("--bin-subdir", default=None, metavar="NAME",
                         help="write .bin shards to <out>/<dataset-name>/NAME/ (default: climbmix/ for "
                              "climbmix, else the dataset folder itself)")
@@ -96,7 +99,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.dataset_name is None:
         args.dataset_name = corpus.default_dataset_name(args.vocab_size, args.tok_train_shards, args.num_shards)
     flags.check_common(args)
-    flags.check_at_least(args, "--vocab-size", MIN_VOCAB, MAX_VOCAB)
+    if args.vocab_size <= MAX_VOCAB:  # a vocab uint32 holds: an error names --token-dtype if uint16 does not
+        flags.check_token_dtype(args, args.vocab_size, "--vocab-size")
+    flags.check_at_least(args, "--vocab-size", MIN_VOCAB, vocab_limit(args.token_dtype))
     if args.num_shards is not None:
         flags.check_at_least(args, "--num-shards", 2, corpus.num_available)
         flags.check_at_least(args, "--tok-train-shards", 2, args.num_shards)
@@ -132,7 +137,7 @@ def check_args(args: argparse.Namespace) -> None:
         doc_cap=args.doc_cap, shard_size=args.shard_size, keep_partial=args.keep_partial,
         bin_subdir=args.bin_subdir, base_url=args.base_url, parquet_dir=args.parquet_dir,
         baselines_dir=args.baselines_dir, max_cached_shards=args.max_cached_shards, overwrite=args.overwrite,
-        encoder=args.encoder, dataset_name=args.dataset_name, out=flags.dataset_dir(args),
+        encoder=args.encoder, windows=flags.windows(args), token_dtype=args.token_dtype, dataset_name=args.dataset_name, out=flags.dataset_dir(args),
         tok_dir=flags.tokenizer_dir(args), executor=flags.executor(args),
         upload_to=None if args.skip_upload else flags.hub_repo_id(args))
 
@@ -157,6 +162,8 @@ class Settings:
     max_cached_shards: int | None
     overwrite: bool
     encoder: str  # as asked for: the tokenizer may need another (checked_encoder_name)
+    windows: tuple[int, ...]  # the window sizes of the document statistics
+    token_dtype: str  # the shards' format: "uint16" or "uint32" (binfile.TOKEN_DTYPES)
     dataset_name: str
     out: str  # the dataset folder
     tok_dir: str
@@ -296,7 +303,8 @@ def build(plan: Plan, settings: Settings) -> None:
         stream = checked_stream(plan.progress, plan.shards, plan.bin_dir, stream, settings.max_cached_shards)
         stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, settings.shard_size,
                                            settings.executor, settings.keep_partial, settings.text_column, encoder,
-                                           plan.progress, stream)
+                                           plan.progress, stream, tok.get_bos_token_id(), settings.windows,
+                                           settings.token_dtype)
     finally:
         stream.close()
     config = make_config(tok, settings, plan, stats)
@@ -431,6 +439,7 @@ def make_config(tok: RustBPETokenizer, settings: Settings, plan: Plan, stats: di
         "special_tokens": {name: tok.encode_special(name) for name in SPECIAL_TOKENS},
         "dataset_name": settings.dataset_name,
         "shard_size": settings.shard_size,
+        "token_dtype": settings.token_dtype,
         "bin_subdir": bin_subdir,
         "tokenizer_sha256": hash_file(os.path.join(tok_dir, TOKENIZER_FILE)).sha256,
         "tokenizer_fingerprint": tok.fingerprint(),
@@ -446,4 +455,5 @@ def make_config(tok: RustBPETokenizer, settings: Settings, plan: Plan, stats: di
                        f"{split}_documents": s["documents"], f"{split}_dropped_tokens": s["dropped_tokens"]})
     # documents the fast encoder got wrong (their row groups were encoded with tiktoken): 0, or a bug to report
     config["encoder_mismatches"] = sum(stats[split].get("encoder_mismatches", 0) for split in ("train", "val"))
+    config["documents"] = {split: stats[split]["doc_stats"] for split in ("train", "val")}
     return config
