@@ -33,7 +33,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the pipelines' progress bars would
 
 from peak_memory import measured  # noqa: E402
 from stacks_data.encoder import FastokensEncoder  # noqa: E402
-from stacks_data.parallel import Executor  # noqa: E402
+from stacks_data.executors import Executor  # noqa: E402
 from stacks_data.sources.parquet import iter_texts  # noqa: E402
 from stacks_data.steps.pretrain.pretokenize import pretokenize  # noqa: E402
 from stacks_data.steps.pretrain.resume import ResumeState  # noqa: E402
@@ -161,7 +161,7 @@ def main():
         # ---- peak memory at the default shard size, in a fresh process
         n = max(args.workers)
         mem = measured(f"""
-from stacks_data.parallel import Executor
+from stacks_data.executors import Executor
 from stacks_data.steps.pretrain.pretokenize import pretokenize
 from stacks_data.steps.pretrain.resume import ResumeState
 pretokenize({tokdir!r}, {paths!r}, {os.path.join(workdir, 'bins_mem')!r}, 100_000_000, Executor({n}), True, "text",

@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from stacks_data.steps import sft
 from stacks_data.sources import sft as sft_sources  # noqa: E402
-from stacks_data.parallel import ordered_map, worker_state  # noqa: E402
+from stacks_data.executors import ordered_map, worker_state  # noqa: E402
 from stacks_data.sources.parquet import iter_texts  # noqa: E402
 from stacks_data.tokenizer import RustBPETokenizer, capped_texts, conversation_plan  # noqa: E402
 

@@ -10,7 +10,7 @@ from stacks_data.dataset import layout, published
 from stacks_data.errors import FlagError, InputError
 from stacks_data.encoder import ENCODERS, checked_encoder_name
 from stacks_data.dataset.files import human_bytes
-from stacks_data.parallel import EXECUTORS, Executor
+from stacks_data.executors import EXECUTORS, Executor
 from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 
 DEFAULT_DATASET_NAME = "fineweb_edu_32k_8_370"  # step 1's name at its default flags

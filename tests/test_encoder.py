@@ -20,7 +20,7 @@ from stacks_data import encoder as E
 from stacks_data.dataset.binfile import read_bin
 from stacks_data.cli import run_step
 from stacks_data.errors import InputError, WorkerError
-from stacks_data.parallel import ordered_map, run_item
+from stacks_data.executors import ordered_map, run_item
 from stacks_data.sources.parquet import iter_texts
 from stacks_data.tokenizer import RustBPETokenizer
 
@@ -119,7 +119,7 @@ def test_a_panic_in_a_worker_is_one_line_naming_the_item(tok, tmp_path):
 
 
 def _raw_encode(text):
-    from stacks_data.parallel import worker_state
+    from stacks_data.executors import worker_state
     return worker_state().enc.encode_ordinary(text)  # tiktoken without the fallback
 
 

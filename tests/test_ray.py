@@ -13,10 +13,10 @@ import pytest
 import test_core_eval
 import test_sft
 from fixtures import write_corpus
-from stacks_data import ray_executor
+from stacks_data.executors import ray as ray_executor
 from stacks_data.cli import run_step
 from stacks_data.errors import NetworkError, WorkerError
-from stacks_data.parallel import Executor
+from stacks_data.executors import Executor
 from test_lifecycle import tree
 
 pytestmark = pytest.mark.ray

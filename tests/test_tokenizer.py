@@ -183,10 +183,11 @@ def test_too_little_text_for_the_vocab_is_an_error():
 def test_vocab_size_limits():
     check_vocab_size(265)
     check_vocab_size(65536)
+    check_vocab_size(65537)  # uint32 shards hold it (--token-dtype uint32)
     with pytest.raises(ValueError, match="below 265"):
         check_vocab_size(264)
-    with pytest.raises(ValueError, match="uint16"):
-        check_vocab_size(65537)
+    with pytest.raises(ValueError, match="uint32"):
+        check_vocab_size(2**32 + 1)
 
 
 def test_capped_texts():

@@ -36,7 +36,7 @@ from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes, locked, read_text, torch_save_plain
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, StagedFolder
-from stacks_data.parallel import worker_state
+from stacks_data.executors import worker_state
 from stacks_data.progress import bar
 from stacks_data.tokenizer import RustBPETokenizer
 

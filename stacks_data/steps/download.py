@@ -24,7 +24,7 @@ from stacks_data.dataset import layout, published
 from stacks_data.dataset.files import hash_file, human_bytes, write_json
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, read_manifest
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
-from stacks_data.parallel import ordered_map
+from stacks_data.executors import ordered_map
 from stacks_data.steps.verify import PARTIAL_FILE
 
 STEP_NAMES = [step.name for step in layout.STEPS]

@@ -31,7 +31,7 @@ from stacks_data.errors import FlagError, InputError, UserError
 from stacks_data.dataset.files import hash_file, human_bytes
 from stacks_data.interrupts import import_torch
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_manifest
-from stacks_data.parallel import ordered_map
+from stacks_data.executors import ordered_map
 from stacks_data.progress import bar
 from stacks_data.tokenizer import TOKENIZER_FILE
 

@@ -1,7 +1,7 @@
 """
 Pre-tokenizing parquet documents into .bin shards: the hot path of the pretraining step.
 
-Work items are parquet row groups, tokenized in worker processes (stacks_data.parallel) and packed
+Work items are parquet row groups, tokenized in worker processes (stacks_data.executors) and packed
 in order, so the shards are the same for any number of workers. Each document becomes <|bos|> + its
 tokens; the stream is cut into shards of exactly shard_size tokens. Validation (the last file) is
 packed first and its last shard flushed however short; then train.
@@ -20,7 +20,7 @@ from stacks_data.dataset.binfile import ShardWriter, read_bin
 from stacks_data.dataset.doc_stats import WINDOWS, DocStats, bos_positions
 from stacks_data.errors import InputError
 from stacks_data.dataset.files import human_bytes
-from stacks_data.parallel import Executor, worker_state
+from stacks_data.executors import Executor, worker_state
 from stacks_data.sources.parquet import file_identity, open_parquet, read_texts
 from stacks_data.progress import bar, say
 from stacks_data.steps.pretrain.resume import ResumeState, reading_order, resume_point, shard_name, split_files

@@ -36,7 +36,7 @@ from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manif
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.sources.parquet import file_identity, iter_texts
-from stacks_data.parallel import Executor
+from stacks_data.executors import Executor
 from stacks_data.progress import bar, say
 from stacks_data.steps.pretrain.pretokenize import pretokenize
 from stacks_data.steps.pretrain.resume import (STATE_FILE, TRAINING_FILE, ResumeState, checked_stream, claim_folder,

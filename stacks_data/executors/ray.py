@@ -1,9 +1,9 @@
 """
 The Ray executor: a step's work items as Ray tasks, on a cluster or on a Ray instance of our own.
 
-Same contract as parallel.ordered_map: the same step function runs unchanged, results come back in
-item order with at most parallel.IN_FLIGHT * num_workers in flight, the setup runs once per worker process (read with
-parallel.worker_state()), and an error is one line naming the item. A task whose worker dies (a node
+Same contract as the local executor: the same step function runs unchanged, results come back in
+item order with at most IN_FLIGHT * num_workers in flight, the setup runs once per worker process (read with
+worker_state()), and an error is one line naming the item. A task whose worker dies (a node
 lost, an OOM kill) is retried elsewhere by Ray (max_retries); one that fails for good stops the step
 as the local executor would, with what was packed so far resumable.
 
@@ -22,8 +22,8 @@ import sys
 import threading
 from typing import Callable, Iterable, Iterator
 
-from stacks_data import parallel
 from stacks_data.errors import FlagError, NetworkError, UserError, WorkerError
+from stacks_data.executors.worker import IN_FLIGHT, named_result, run_item, set_worker_state
 
 MAX_RETRIES = 3
 START_CLUSTER = "start one with `ray start --head` (then --ray-address auto), or drop --ray-address to start a local one"
@@ -70,7 +70,7 @@ def _check_reachable(address: str) -> None:
 
 def ray_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None,
             describe: Callable, on_done: Callable | None, address: str | None) -> Iterator:
-    """parallel.ordered_map, as Ray tasks."""
+    """local.ordered_map, as Ray tasks."""
     ray = _ray()
     num_workers = connect(address, num_workers)
     task = ray.remote(num_cpus=1, max_retries=MAX_RETRIES)(_ray_item)
@@ -84,7 +84,7 @@ def ray_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callab
             pending.append((ref, item))
             if watcher:
                 watcher.add(ref, item)
-            if len(pending) >= parallel.IN_FLIGHT * num_workers:
+            if len(pending) >= IN_FLIGHT * num_workers:
                 yield _result(*pending.popleft(), describe)
         while pending:
             yield _result(*pending.popleft(), describe)
@@ -128,23 +128,23 @@ class _DoneWatcher:
                 self.on_done(item)
 
 
-_setup_key = None  # in a Ray worker process: whose setup parallel's worker state holds
+_setup_key = None  # in a Ray worker process: whose setup the worker state holds
 
 
 def _ray_item(fn: Callable, item, setup_key: str, setup):
-    """One item in a Ray worker process: the map's setup once per process, then parallel.run_item."""
+    """One item in a Ray worker process: the map's setup once per process, then worker.run_item."""
     global _setup_key
     if _setup_key != setup_key:
-        parallel.set_worker_state(setup)
+        set_worker_state(setup)
         _setup_key = setup_key
-    return parallel.run_item(fn, item)
+    return run_item(fn, item)
 
 
 def _result(ref, item, describe: Callable):
     import ray.exceptions
 
     try:
-        return parallel.named_result(lambda: _unwrap(ref), item, describe)
+        return named_result(lambda: _unwrap(ref), item, describe)
     except ray.exceptions.RayError as e:  # the worker died more often than Ray retries (WorkerCrashedError, OOM)
         message = re.sub(r"\x1b\[[0-9;]*m", "", str(e).splitlines()[0])  # Ray colours its messages
         raise WorkerError(f"{type(e).__name__}: {message}", f"while processing {describe(item)}") from None
@@ -162,50 +162,14 @@ def _unwrap(ref):
         raise
 
 
-# A local instance must die with this process. ray.init makes gcs_server and raylet die with it, but
-# raylet's agents linger for a minute or two after a SIGKILL; this reaper, holding the read end of a
-# pipe only we write to, kills every process of our tree it has seen (pid and start time) once we are gone.
-_REAPER = r"""
-import os, select, signal, sys, time
-driver, fd, seen = int(sys.argv[1]), sys.stdin.fileno(), {}
-def start(pid):
-    try:
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
-def tree():
-    kids = {}
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            kids.setdefault(int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
-        except (OSError, ValueError):
-            pass
-    out, todo = set(), [driver] + list(seen)
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            if c not in out and c != os.getpid():
-                out.add(c); todo.append(c)
-    return out
-while True:
-    for pid in tree():
-        seen.setdefault(pid, start(pid))
-    if select.select([fd], [], [], 0.5)[0] and not os.read(fd, 1):
-        break
-for _ in range(3):
-    for pid in tree():
-        seen.setdefault(pid, start(pid))
-    for pid, t in seen.items():
-        if t is not None and start(pid) == t:
-            try: os.kill(pid, signal.SIGKILL)
-            except OSError: pass
-    time.sleep(0.2)
-"""
+# A local instance must die with this process: the reaper (reaper.py) kills what is left of it.
 _reaper_lifeline = None
 
 
 def _start_reaper() -> None:
     global _reaper_lifeline
     read, _reaper_lifeline = os.pipe()
-    subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=read, start_new_session=True)
+    subprocess.Popen([sys.executable, "-m", "stacks_data.executors.reaper", str(os.getpid())], stdin=read,
+                     start_new_session=True)
     os.close(read)
     os.set_inheritable(_reaper_lifeline, False)  # Ray's processes must not hold it open

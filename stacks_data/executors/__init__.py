@@ -1,0 +1,44 @@
+"""
+The executors: run a step's function over work items, results in input order.
+
+Steps are plain functions of one item; an Executor decides where they run: `local` worker processes
+(local.py) or tasks on a Ray cluster (ray.py, imported only when chosen: Ray is an optional extra).
+Both run the same worker runtime (worker.py: the setup once per worker process, read with
+worker_state(); errors as one line naming the item), keep at most IN_FLIGHT * num_workers items in
+flight and give results in item order, so outputs do not depend on the number of workers or the
+executor. reaper.py ends a local Ray instance's processes with the run.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from stacks_data.executors.local import ordered_map
+from stacks_data.executors.worker import IN_FLIGHT, run_item, worker_state
+
+__all__ = ["EXECUTORS", "Executor", "IN_FLIGHT", "ordered_map", "run_item", "worker_state"]
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where a step's work items run: `local` worker processes, or tasks on a Ray cluster."""
+
+    num_workers: int
+    kind: str = "local"
+    ray_address: str | None = None  # with kind "ray": a cluster to join (else a local Ray instance)
+
+    def map(self, fn: Callable, items: Iterable, setup: tuple[Callable, tuple] | None = None,
+            describe: Callable = repr, on_done: Callable | None = None) -> Iterator:
+        """fn(item) for every item, in order.
+
+        setup = (factory, args): factory(*args) runs once per worker process (e.g. loads the
+        tokenizer); fn reads its result with worker_state(). describe(item) names an item in errors.
+        on_done(item) is called as soon as a worker has done an item without error (before its
+        result's turn comes): e.g. to free the input it read.
+        """
+        if self.kind == "ray":
+            from stacks_data.executors.ray import ray_map
+
+            return ray_map(fn, items, self.num_workers, setup, describe, on_done, self.ray_address)
+        return ordered_map(fn, items, self.num_workers, setup, describe, on_done)

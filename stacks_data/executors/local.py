@@ -1,0 +1,257 @@
+"""
+The local executor: a step's function over work items in worker processes of this machine.
+
+Results come back in item order with at most IN_FLIGHT * num_workers items in flight, so outputs do not
+depend on the number of workers and memory stays bounded however many items there are. With one worker
+everything runs in this process (same results, no IPC).
+
+The workers are managed here, not through concurrent.futures.ProcessPoolExecutor: its shutdown can wait
+forever once a worker is gone (its queue-feeder thread blocked on a pipe nobody reads, joined by
+shutdown(wait=True); CPython's tracker has several such reports), and Ctrl-C or SIGTERM must end a run in
+seconds, every time. So:
+- each worker has two pipes of its own: items in (written by a daemon thread of ours, so the main thread
+  never blocks on a write while a worker blocks writing a result) and results out, read by the main
+  thread with connection.wait, together with every worker's process sentinel: a worker that dies is
+  seen at once, and its items fail in order with one line;
+- stopping never waits without a deadline: the workers are asked to stop (their pipes close), then
+  terminated, then killed, each after a short wait;
+- workers never outlive the main process: each holds the read end of a "lifeline" pipe whose only write
+  end is the main process's, and exits the moment it closes (finished, failed, interrupted or SIGKILLed).
+  The forkserver and the resource tracker then see their last client gone and exit too;
+- Ctrl-C is the main process's business: workers ignore SIGINT, so it prints no worker tracebacks.
+"""
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from multiprocessing import connection, forkserver, resource_tracker
+from typing import Callable, Iterable, Iterator
+
+from stacks_data import interrupts
+from stacks_data.errors import UserError, WorkerError
+from stacks_data.executors.worker import IN_FLIGHT, named_result, run_item, set_worker_state, worker_died
+
+STOP_WAIT = 0.5  # seconds a worker gets to end by itself, then again after SIGTERM, before SIGKILL
+_READY = "ready"
+
+
+def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Callable, tuple] | None = None,
+                describe: Callable = repr, on_done: Callable | None = None) -> Iterator:
+    """fn(item) for every item, in order (Executor.map's contract, with local worker processes)."""
+    if num_workers < 1:
+        raise ValueError("num_workers must be at least 1")
+    on_done = on_done or (lambda item: None)
+    if num_workers == 1:
+        set_worker_state(setup)
+        try:
+            for item in items:
+                result = named_result(lambda: run_item(fn, item), item, describe)
+                on_done(item)
+                yield result
+        finally:
+            set_worker_state(None)
+        return
+    pool = _Pool(fn, num_workers, setup)
+    try:
+        yield from pool.ordered(items, describe, on_done)
+    finally:  # done, failed, interrupted or abandoned by the consumer: no worker goes on
+        pool.stop()
+
+
+class _Worker:
+    """One worker process, its two pipes, and the items it holds."""
+
+    def __init__(self, context, fn: Callable, setup, lifeline):
+        tasks_out, self.tasks = context.Pipe(duplex=False)
+        self.results, results_in = context.Pipe(duplex=False)
+        self.process = context.Process(target=_work, args=(fn, setup, tasks_out, results_in, lifeline), daemon=True)
+        self.process.start()
+        tasks_out.close()  # the worker's ends: closed here, so that either side sees the other go
+        results_in.close()
+        self.held: list[int] = []  # indices of the items sent to it and not answered yet
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._send, daemon=True).start()
+
+    def submit(self, index: int, item) -> None:
+        self.held.append(index)
+        self.outbox.put((index, item))
+
+    def _send(self) -> None:
+        """Writes the items to the worker (a thread: a large item never blocks the main thread); a worker
+        that is gone ends it."""
+        try:
+            while (task := self.outbox.get()) is not None:
+                self.tasks.send(task)
+        except (OSError, ValueError):  # the worker is gone (EPIPE), or its pipe closed
+            pass
+        finally:
+            self.tasks.close()
+
+    def stop(self) -> None:
+        self.outbox.put(None)  # its writer closes the pipe: the worker reads EOF and exits
+
+
+class _Pool:
+    def __init__(self, fn: Callable, num_workers: int, setup):
+        # forkserver, not fork: the parent may hold rayon/arrow threads whose locks a forked child would
+        # inherit; the server is a fresh single-threaded process (with the step's module imported once)
+        # that forks the workers, so they start in milliseconds instead of re-importing everything
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([fn.__module__])
+        lifeline, self.keep_alive = context.Pipe(duplex=False)
+        _start_helpers()
+        self.workers: list[_Worker] = []
+        with interrupts.deferred():
+            # Ctrl-C / SIGTERM wait until every worker has started: one whose parent is gone halfway
+            # through its start-up prints a traceback from inside multiprocessing
+            try:
+                for _ in range(num_workers):
+                    self.workers.append(_Worker(context, fn, setup, lifeline))
+                for w in self.workers:
+                    if w.results.recv() != _READY:
+                        raise EOFError
+            except (EOFError, OSError):
+                self.stop()
+                raise WorkerError("a worker process died while starting", "the worker pool",
+                                  "rerun the same command; if it dies again, check memory (dmesg)") from None
+            finally:
+                lifeline.close()
+
+    def ordered(self, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
+        sent: dict[int, object] = {}  # index -> item, until its result is yielded
+        answers: dict[int, tuple[bool, object]] = {}  # index -> (done well, result or error), until yielded
+        items, exhausted, next_in, next_out = iter(items), False, 0, 0
+        alive = list(self.workers)
+        while True:
+            while not exhausted and next_in - next_out < IN_FLIGHT * len(self.workers):
+                item = next(items, _END)
+                if item is _END:
+                    exhausted = True
+                    break
+                sent[next_in] = item
+                if alive:
+                    min(alive, key=lambda w: len(w.held)).submit(next_in, item)
+                else:
+                    answers[next_in] = (False, None)
+                next_in += 1
+            if next_out in answers:
+                done_well, result = answers.pop(next_out)
+                item = sent.pop(next_out)
+                next_out += 1
+                if done_well:
+                    yield result
+                elif result is None:
+                    raise worker_died(item, describe)
+                else:
+                    named_result(_raiser(result), item, describe)
+                continue
+            if exhausted and next_out == next_in:
+                return
+            if not alive:  # cannot happen: every item not answered is held by a living worker
+                raise RuntimeError("no worker left to wait for")
+            by_pipe = {w.results: w for w in alive}
+            by_sentinel = {w.process.sentinel: w for w in alive}
+            for ready in connection.wait([*by_pipe, *by_sentinel]):
+                w = by_pipe.get(ready) or by_sentinel[ready]
+                if w not in alive:
+                    continue
+                if not _read_answers(w, answers, sent, on_done):  # it died: its items fail, in turn
+                    alive.remove(w)
+                    for index in w.held:
+                        answers[index] = (False, None)
+                    w.held.clear()
+
+    def stop(self) -> None:
+        """End every worker within about 3 * STOP_WAIT seconds, whatever state it is in."""
+        self.keep_alive.close()  # the lifeline: each worker exits (os._exit) as soon as it sees it
+        for w in self.workers:
+            w.stop()
+        for signal_to_send in (None, signal.SIGTERM, signal.SIGKILL):
+            living = [w.process for w in self.workers if w.process.is_alive()]
+            if not living:
+                break
+            for process in living:
+                if signal_to_send is not None:
+                    try:
+                        os.kill(process.pid, signal_to_send)
+                    except ProcessLookupError:
+                        pass
+            connection.wait([p.sentinel for p in living], timeout=STOP_WAIT)
+        for w in self.workers:
+            if not w.process.is_alive():
+                w.process.join(0)  # reaped: no zombie, and multiprocessing forgets it
+            w.results.close()
+
+
+def _read_answers(w: _Worker, answers: dict, sent: dict, on_done: Callable) -> bool:
+    """Read what worker w has answered; False when it is gone."""
+    try:
+        while w.results.poll():
+            index, done_well, result = w.results.recv()
+            w.held.remove(index)
+            answers[index] = (done_well, result)
+            if done_well:
+                on_done(sent[index])
+    except (EOFError, OSError):
+        return False
+    return w.process.is_alive()
+
+
+def _raiser(error: BaseException) -> Callable:
+    def get():
+        raise error
+
+    return get
+
+
+_END = object()
+
+
+def _start_helpers() -> None:
+    """Start the forkserver and the resource tracker ignoring SIGINT (for the few milliseconds of their
+    spawn this process ignores it too): an ignored signal stays ignored across exec, so a Ctrl-C sent
+    to the whole process group cannot hit one of them, or a worker forked by the forkserver, halfway
+    through its start-up (a traceback from inside multiprocessing). They end with this process's
+    lifeline, not with Ctrl-C."""
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+        resource_tracker.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+# ------------------------------------------------------------------------------------ in the worker
+
+
+def _work(fn: Callable, setup, tasks, results, lifeline) -> None:
+    """A worker process: the setup, then items until its pipe closes (or the main process is gone)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
+    set_worker_state(setup)
+    try:
+        results.send(_READY)
+        while True:
+            index, item = tasks.recv()
+            try:
+                answer = (index, True, run_item(fn, item))
+            except BaseException as e:  # a UserError or WorkerError (run_item), or an interrupt
+                error = e if isinstance(e, UserError) else WorkerError(f"{type(e).__name__}: {e}")
+                answer = (index, False, error)
+            try:
+                results.send(answer)
+            except (TypeError, AttributeError, ValueError) as e:  # a result that does not pickle: a bug of ours
+                results.send((index, False, WorkerError(f"the result does not pickle ({type(e).__name__}: {e})")))
+    except (EOFError, OSError):  # the main process closed our pipes (done or stopping), or is gone
+        pass
+    os._exit(0)
+
+
+def _exit_with_parent(lifeline) -> None:
+    try:
+        lifeline.recv_bytes()  # nothing is ever sent: this returns only when the write end closes
+    except (EOFError, OSError):
+        pass
+    os._exit(1)
