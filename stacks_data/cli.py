@@ -11,8 +11,10 @@ download fetches a published dataset on the GPU box. `stacks-data COMMAND --help
 
 import argparse
 import importlib
+import os
 import signal
 import sys
+import threading
 import traceback
 from stacks_data import __version__
 from stacks_data.dataset import layout
@@ -101,9 +103,14 @@ def _terminate(signum, frame):
 
 
 def _quiet_interrupts(unraisable) -> None:
-    """A Ctrl-C / SIGTERM that lands in a finalizer cannot stop the run (Python prints and drops it):
-    not worth a traceback either."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+    """A Ctrl-C / SIGTERM whose handler ran inside a finalizer (a __del__, a weakref callback) cannot stop
+    the run from there: Python prints and drops it, and the run would go on as if nothing was sent. It is
+    sent again, to land in the run's own code, and prints nothing."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Terminated) else signal.SIGINT
+        # from a thread, a moment later: sent from here, its handler would run here again
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+    else:
         sys.__unraisablehook__(unraisable)
 
 

@@ -317,15 +317,19 @@ def test_a_second_run_on_the_same_folder_is_refused_at_once(corpus):
 
 
 def ours(pgid: int) -> list[int]:
-    """PIDs of the processes in a process group (the run, its forkserver, workers, resource tracker)."""
+    """PIDs of the live processes in a process group (the run, its forkserver, workers, resource tracker).
+    Zombies are left out: dead already, they only wait for their parent (once the run is gone, PID 1) to
+    reap them, and some sandboxes' PID 1 reaps every second or two."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                if os.getpgid(int(pid)) == pgid:
-                    pids.append(int(pid))
-            except ProcessLookupError:
-                pass
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(pid))
     return pids
 
 

@@ -56,8 +56,10 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
     pool = _Pool(fn, num_workers, setup)
     try:
         yield from pool.ordered(items, describe, on_done)
-    finally:  # done, failed, interrupted or abandoned by the consumer: no worker goes on
-        pool.stop()
+    except BaseException:  # failed, interrupted or abandoned by the consumer: no worker goes on
+        pool.stop(abandoned=True)
+        raise
+    pool.stop()
 
 
 class _Worker:
@@ -103,21 +105,24 @@ class _Pool:
         lifeline, self.keep_alive = context.Pipe(duplex=False)
         _start_helpers()
         self.workers: list[_Worker] = []
-        with interrupts.deferred():
-            # Ctrl-C / SIGTERM wait until every worker has started: one whose parent is gone halfway
-            # through its start-up prints a traceback from inside multiprocessing
-            try:
+        try:
+            with interrupts.deferred():
+                # Ctrl-C / SIGTERM wait until every worker has started: one whose parent is gone halfway
+                # through its start-up prints a traceback from inside multiprocessing
                 for _ in range(num_workers):
                     self.workers.append(_Worker(context, fn, setup, lifeline))
                 for w in self.workers:
                     if w.results.recv() != _READY:
                         raise EOFError
-            except (EOFError, OSError):
-                self.stop()
-                raise WorkerError("a worker process died while starting", "the worker pool",
-                                  "rerun the same command; if it dies again, check memory (dmesg)") from None
-            finally:
-                lifeline.close()
+        except (EOFError, OSError):
+            self.stop(abandoned=True)
+            raise WorkerError("a worker process died while starting", "the worker pool",
+                              "rerun the same command; if it dies again, check memory (dmesg)") from None
+        except BaseException:  # the signal held back during the start-up, raised as it ends
+            self.stop(abandoned=True)
+            raise
+        finally:
+            lifeline.close()
 
     def ordered(self, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
         sent: dict[int, object] = {}  # index -> item, until its result is yielded
@@ -163,8 +168,10 @@ class _Pool:
                         answers[index] = (False, None)
                     w.held.clear()
 
-    def stop(self) -> None:
-        """End every worker within about 3 * STOP_WAIT seconds, whatever state it is in."""
+    def stop(self, abandoned: bool = False) -> None:
+        """End every worker within about 3 * STOP_WAIT seconds, whatever state it is in. abandoned: the
+        run is failing or interrupted, so the forkserver goes too (now: left to end with this process,
+        it would take a second or two to unload what it preloaded, after the run says it is over)."""
         self.keep_alive.close()  # the lifeline: each worker exits (os._exit) as soon as it sees it
         for w in self.workers:
             w.stop()
@@ -183,6 +190,8 @@ class _Pool:
             if not w.process.is_alive():
                 w.process.join(0)  # reaped: no zombie, and multiprocessing forgets it
             w.results.close()
+        if abandoned:
+            _end_forkserver()
 
 
 def _read_answers(w: _Worker, answers: dict, sent: dict, on_done: Callable) -> bool:
@@ -207,6 +216,17 @@ def _raiser(error: BaseException) -> Callable:
 
 
 _END = object()
+
+
+def _end_forkserver() -> None:
+    """Kill this process's forkserver (a later pool starts another: forkserver.ensure_running checks).
+    multiprocessing has no public way to stop it, hence its private pid; it holds nothing to clean up."""
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if pid:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _start_helpers() -> None:
