@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -51,13 +52,23 @@ def connect(address: str | None, num_workers: int) -> int:
         if address != "auto":
             _check_reachable(address)  # else ray.init waits for an absent cluster, then exits the process
         try:
-            ray.init(address=address, **quiet)
+            _init(ray, address=address, **quiet)
         except ConnectionError as e:
             raise NetworkError(f"no Ray cluster to join ({e})", f"--ray-address {address}", START_CLUSTER) from None
         return int(ray.cluster_resources().get("CPU", num_workers))
     _start_reaper()
-    ray.init(address="local", num_cpus=num_workers, include_dashboard=False, **quiet)
+    _init(ray, address="local", num_cpus=num_workers, include_dashboard=False, **quiet)
     return num_workers
+
+
+def _init(ray, **options) -> None:
+    """ray.init, keeping our SIGTERM handler: Ray's own exits with status 15 and a log line, where a
+    terminated run must unwind (stop its work, release its lock) and say so in one line (cli.py)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        ray.init(**options)
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str) -> None:
