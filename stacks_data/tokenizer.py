@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import pickle
+import sys
 from typing import Iterable, Iterator
 
 import tiktoken
@@ -17,7 +18,7 @@ import tiktoken
 from stacks_data.dataset import layout, published
 from stacks_data.dataset.binfile import MAX_VOCAB
 from stacks_data.encoder import TiktokenEncoder, exact_encode, make_encoder
-from stacks_data.errors import InputError
+from stacks_data.errors import InputError, UserError
 from stacks_data.dataset.files import write_bytes
 
 # GPT-4's split pattern, except numbers are split in groups of 1-2 digits (not 1-3): with a small
@@ -100,7 +101,7 @@ class RustBPETokenizer:
             raise InputError("the tokenizer is not the one config.json names (tokenizer_sha256 differs)", path,
                              "re-download the dataset or rerun step 1")
         spec = load_encoding_spec(data, path)
-        return cls(published.encoding_from_spec(spec, path), "<|bos|>", spec)  # its values checked too
+        return cls(encoding_from_spec(spec, path), "<|bos|>", spec)  # its values checked too
 
     @classmethod
     def for_work(cls, tokenizer_dir: str, encoder: str) -> "RustBPETokenizer":
@@ -365,3 +366,54 @@ def capped_texts(texts: Iterable[str], doc_cap: int, max_chars: int) -> Iterator
         yield text
         if fed > max_chars:
             return
+
+
+# ------------------------------------------------------------------------------------ a stranger's tokenizer
+# what steps 2-4 and verify require of a tokenizer.pkl beyond its plain types (published.py checks the rest)
+
+
+def check_encoding_spec(spec: dict, path: str) -> None:
+    """Plain-typed tokenizer data whose values a tiktoken Encoding of ours cannot take: InputError."""
+    shown = published.printable(path)
+    ranks, special = spec["mergeable_ranks"], spec["special_tokens"]
+    ids = list(ranks.values()) + list(special.values())
+    why = None
+    if not ranks or len(ranks) < 256:
+        why = f"{len(ranks)} mergeable ranks (a byte-level BPE has at least 256)"
+    elif any(type(i) is not int or not 0 <= i < MAX_VOCAB for i in ids):
+        why = f"a token id outside 0..{MAX_VOCAB - 1}"
+    elif len(set(ids)) != len(ids):
+        why = "two tokens share an id"
+    elif missing := [t for t in SPECIAL_TOKENS if t not in special]:
+        why = f"special token(s) {missing} missing"
+    if why:
+        raise InputError(f"not a usable tokenizer: {why}", shown, published.REFUSE)
+
+
+def encoding_from_spec(spec: dict, path: str):
+    """tiktoken.Encoding(**spec) for a checked spec; InputError naming the file when tiktoken refuses it."""
+    check_encoding_spec(spec, path)
+    try:
+        return tiktoken.Encoding(**spec)
+    except Exception as e:  # a bad regex (ValueError), ...
+        raise InputError(f"not a usable tokenizer: tiktoken refuses it ({published.printable(str(e))[:200]})",
+                         published.printable(path), published.REFUSE) from None
+
+
+# the sample published.tokenizer_problem has a tokenizer encode, in a child process with a time limit
+ENCODE_SAMPLE = "Hello world! 123 naïve café, 서울. <|bos|>\n\n  x = 1"
+
+
+def encode_sample(path: str) -> None:
+    """In the child of tokenizer_problem: load and encode; one line on stderr and exit 1 on failure."""
+    try:
+        tok = RustBPETokenizer.from_directory(os.path.dirname(path))
+        ids = tok.encode(ENCODE_SAMPLE, prepend="<|bos|>")
+        if tok.decode(ids[1:]) != ENCODE_SAMPLE:
+            raise InputError("does not decode what it encodes", path, published.REFUSE)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # what tiktoken raises on values it cannot take
+        print(f"error: not a usable tokenizer: {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)

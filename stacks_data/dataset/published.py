@@ -34,7 +34,6 @@ MAX_FILE_BYTES = 1 << 44  # 16 TiB: more than any one file of a dataset
 MAX_PATH_CHARS = 512
 PARTS_ALLOWED = 2  # "config.json", "tokenizer/tokenizer.pkl", "core_eval/x.pt", "climbmix/train_000000.bin"
 SHA256 = re.compile(r"[0-9a-f]{64}")
-ENCODE_SAMPLE = "Hello world! 123 naïve café, 서울. <|bos|>\n\n  x = 1"
 ENCODE_SECONDS = 20  # a sane tokenizer encodes the sample in milliseconds (after a second of imports)
 REFUSE = "do not use this dataset: re-download it from a source you trust, or regenerate it"
 
@@ -248,43 +247,10 @@ def memory_bound(extra_bytes: int):
 # ------------------------------------------------------------------------------------ tokenizer
 
 
-def check_encoding_spec(spec: dict, path: str) -> None:
-    """Plain-typed tokenizer data whose values a tiktoken Encoding of ours cannot take: InputError."""
-    from stacks_data.dataset.binfile import MAX_VOCAB
-    from stacks_data.tokenizer import SPECIAL_TOKENS
-
-    shown = printable(path)
-    ranks, special = spec["mergeable_ranks"], spec["special_tokens"]
-    ids = list(ranks.values()) + list(special.values())
-    why = None
-    if not ranks or len(ranks) < 256:
-        why = f"{len(ranks)} mergeable ranks (a byte-level BPE has at least 256)"
-    elif any(type(i) is not int or not 0 <= i < MAX_VOCAB for i in ids):
-        why = f"a token id outside 0..{MAX_VOCAB - 1}"
-    elif len(set(ids)) != len(ids):
-        why = "two tokens share an id"
-    elif missing := [t for t in SPECIAL_TOKENS if t not in special]:
-        why = f"special token(s) {missing} missing"
-    if why:
-        raise InputError(f"not a usable tokenizer: {why}", shown, REFUSE)
-
-
-def encoding_from_spec(spec: dict, path: str):
-    """tiktoken.Encoding(**spec) for a checked spec; InputError naming the file when tiktoken refuses it."""
-    import tiktoken
-
-    check_encoding_spec(spec, path)
-    try:
-        return tiktoken.Encoding(**spec)
-    except Exception as e:  # a bad regex (ValueError), ...
-        raise InputError(f"not a usable tokenizer: tiktoken refuses it ({printable(str(e))[:200]})", printable(path),
-                         REFUSE) from None
-
-
 def tokenizer_problem(path: str) -> str | None:
     """Load tokenizer.pkl the way steps 2-4 do (restricted unpickler, value checks, tiktoken) and encode
     a short sample, in a child process with a time limit; None when all of it works."""
-    code = ("import sys; from stacks_data.dataset.published import encode_sample; encode_sample(sys.argv[1])")
+    code = "import sys; from stacks_data.tokenizer import encode_sample; encode_sample(sys.argv[1])"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(__file__)),
                                                                       os.environ.get("PYTHONPATH")]))}
     try:
@@ -296,21 +262,3 @@ def tokenizer_problem(path: str) -> str | None:
         lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
         return printable(lines[-1].removeprefix("error: "))
     return None
-
-
-def encode_sample(path: str) -> None:
-    """In the child of tokenizer_problem: load and encode; one line on stderr and exit 1 on failure."""
-    from stacks_data.errors import UserError
-    from stacks_data.tokenizer import RustBPETokenizer
-
-    try:
-        tok = RustBPETokenizer.from_directory(os.path.dirname(path))
-        ids = tok.encode(ENCODE_SAMPLE, prepend="<|bos|>")
-        if tok.decode(ids[1:]) != ENCODE_SAMPLE:
-            raise InputError("does not decode what it encodes", path, REFUSE)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except Exception as e:  # what tiktoken raises on values it cannot take
-        print(f"error: not a usable tokenizer: {type(e).__name__}: {e}", file=sys.stderr)
-        sys.exit(1)
