@@ -63,7 +63,8 @@ def test_a_fresh_dataset_verifies(built, capsys):
     ("flip a byte in a train shard", "train_000003.bin: sha256 differs"),
     ("delete a mask shard", "sft/sft_train_000001_mask.bin: missing"),
     ("truncate a .pt", "core_eval/mc.pt: "),
-    ("a token id beyond the vocab", "val_000001.bin: token id 400 is not below the vocab size 320"),
+    ("a token id beyond the vocab", "val_000001.bin: sha256 differs"),
+    ("a token id beyond the vocab, --deep", "val_000001.bin: token id 400 is not below the vocab size 320"),
     ("a stray shard", "train_000999.bin: no manifest lists it"),
     ("a config that lies", "config.json: train_tokens is"),
 ])
@@ -88,7 +89,7 @@ def test_damage_is_named(built, tmp_path, capsys, damage, named):
         config = json.loads((folder / "config.json").read_text())
         config["train_tokens"] += 1
         (folder / "config.json").write_text(json.dumps(config))
-    code, lines, error = verify_lines(folder, capsys)
+    code, lines, error = verify_lines(folder, capsys, *(["--deep"] if damage.endswith("--deep") else []))
     assert code == 1 and any(named in line for line in lines), lines
     assert error.startswith("error: ") and "problem(s)" in error
 

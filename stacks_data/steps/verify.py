@@ -1,16 +1,18 @@
 """Check a dataset folder: every step present in it, every byte, and that the numbers agree.
 
-    stacks-data verify DIR [--quick]        (or: python data/verify_dataset.py DIR)
+    stacks-data verify DIR [--quick | --deep]        (or: python data/verify_dataset.py DIR)
 
 Prints one line per problem and a summary; exits 1 when anything is wrong. Checked:
-- the files each manifest.json lists exist, with the listed size and sha256 (--quick: sizes only);
-  no shard or .pt file that no manifest lists;
-- .bin headers (magic, version, count matching the file size); every token id below the vocab size;
-  SFT token shards and their _mask.bin have equal counts, masks hold only 0 and 1;
+- the files each manifest.json lists exist, with the listed size and sha256 (--quick: sizes only),
+  hashed in parallel, each read once; no shard or .pt file that no manifest lists;
+- .bin headers (magic, version, count matching the file size);
 - every listed file is a regular file inside the folder (no symlink leading out, FIFO or device);
 - .pt files are zips of stored members no larger than the file (torch.save's; a compressed member
-  could be a decompression bomb), then load with torch.load(weights_only=True), under a memory bound,
-  and hold the documented keys;
+  could be a decompression bomb);
+- with --deep, what a file whose sha256 matches its manifest cannot hide from the step that wrote and
+  checked it, but a manifest made by hand could: every token id below the vocab size, SFT masks hold
+  only 0 and 1, and every .pt loads with torch.load(weights_only=True), under a memory bound, and
+  holds the documented keys (this reads every token and loads every .pt: far slower than hashing);
 - tokenizer/tokenizer.pkl loads the way steps 2-4 load it (restricted unpickler, values tiktoken can
   take) and encodes a short sample in time; the summary says when it was not checked;
 - the numbers in each config.json agree with the manifests' files (shard counts, token counts, vocab,
@@ -22,6 +24,7 @@ may come from a stranger. A partial download (download_dataset.py --num-train-sh
 
 import argparse
 import os
+import threading
 import time
 
 from stacks_data import flags
@@ -31,7 +34,7 @@ from stacks_data.errors import FlagError, InputError, UserError
 from stacks_data.dataset.files import hash_file, human_bytes
 from stacks_data.interrupts import import_torch
 from stacks_data.dataset.manifest import CONFIG_FILE, find_manifests, read_manifest
-from stacks_data.executors import ordered_map
+from stacks_data.executors.threads import thread_map
 from stacks_data.progress import bar
 from stacks_data.tokenizer import TOKENIZER_FILE
 
@@ -42,9 +45,9 @@ PT_LOAD_BUDGET = 256 << 20  # bytes a .pt load may allocate beyond its file's si
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset_dir", metavar="DIR", help="the dataset folder, e.g. data/fineweb_edu_32k_8_370")
-    parser.add_argument("--quick", action="store_true", help="check sizes, not sha256 hashes (nor token ids)")
-    parser.add_argument("--deep", action="store_true", help="every check: hashes, token ids, .pt loads, the tokenizer "
-                        "(what verify does without --quick)")
+    parser.add_argument("--quick", action="store_true", help="check sizes, not sha256 hashes (nor the tokenizer)")
+    parser.add_argument("--deep", action="store_true", help="also every token id against the vocab, the SFT masks, "
+                        "and load every .pt file (slow: reads every token, loads every .pt)")
     flags.add_workers_flag(parser, executors=False)
 
 
@@ -57,18 +60,19 @@ def check_args(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     t0 = time.time()
-    problems, files, size, tokenizer = verify(args.dataset_dir, args.quick, args.num_workers)
+    problems, files, size, tokenizer = verify(args.dataset_dir, args.quick, args.num_workers, args.deep)
     for problem in problems:
         print(published.printable(problem))
-    what = "sizes" if args.quick else "sizes and hashes"
+    what = "sizes" if args.quick else "sizes, hashes and contents" if args.deep else "sizes and hashes"
     if problems:
         raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked; {tokenizer})", args.dataset_dir,
                          "re-download or regenerate the files named above")
-    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} and contents checked, "
+    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} checked, "
           f"{tokenizer}, in {time.time() - t0:.1f}s")
 
 
-def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple[list[str], int, int, str]:
+def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1,
+           deep: bool = False) -> tuple[list[str], int, int, str]:
     """(problems, number of files checked, bytes checked, what was done with the tokenizer) of a dataset folder."""
     manifests = find_manifests(dataset_dir)
     if not manifests:
@@ -103,40 +107,46 @@ def verify(dataset_dir: str, quick: bool = False, num_workers: int = 1) -> tuple
         elif os.path.getsize(local) != f["size"]:
             problems.append(f"{f['path']}: {os.path.getsize(local)} bytes, the manifest says {f['size']}")
         else:
-            present.append((local, f["path"], f["sha256"], step, vocab, quick))
+            present.append((local, f["path"], f["sha256"], step, vocab, quick, deep))
     size = sum(os.path.getsize(item[0]) for item in present)
+    pkl = next((item for item in present if item[1] == TOKENIZER_PKL), None)
+    tokenizer_check = []  # its problem (or None), from a thread: the check's child process runs beside the hashing
+    if pkl is not None and not quick:
+        checker = threading.Thread(target=lambda: tokenizer_check.append(published.tokenizer_problem(pkl[0])),
+                                   daemon=True)
+        checker.start()
     loadable = []  # .pt files whose archive is sound: loaded last, here, one at a time
     with bar(total=size, desc="verify", unit="B", unit_scale=True) as progress:
-        results = ordered_map(check_file, present, num_workers, describe=lambda item: item[1])
-        for item, (file_problems, nbytes) in zip(present, results):
+        for item, (file_problems, nbytes) in zip(present, thread_map(check_file, present, num_workers)):
             problems += file_problems
             progress.update(nbytes)
-            if item[1].endswith(".pt") and not quick and not file_problems:
+            if item[1].endswith(".pt") and deep and not file_problems:
                 loadable.append(item)
     problems += _check_configs(dataset_dir, entries)
-    pkl = next((item for item in present if item[1] == TOKENIZER_PKL), None)
     if pkl is None:
         tokenizer = "tokenizer not checked (none listed and present)"
     elif quick:
         tokenizer = "tokenizer not checked (--quick)"
     else:
         tokenizer = "tokenizer loaded as steps 2-4 load it, a sample encoded"
-        if why := published.tokenizer_problem(pkl[0]):
+        while checker.is_alive():
+            checker.join(0.1)  # in slices: a signal's handler runs between them
+        if why := tokenizer_check[0]:
             problems.append(f"{TOKENIZER_PKL}: {why}")
-    # torch in this process only, after the workers are gone: one copy of its ~250 MB, not one per worker
-    for local, rel, _, step, _, _ in loadable:
+    # one at a time, after the hashing: torch's ~250 MB and each load's memory bound, once
+    for local, rel, _, step, _, _, _ in loadable:
         problems += _load_pt(local, rel, step)
     return problems, len(entries), size, tokenizer
 
 
 def check_file(item) -> tuple[list[str], int]:
-    """One file, read once: its hash, and what its kind promises (.bin header and ids, .pt keys)."""
-    local, rel, sha256, step, vocab, quick = item
+    """One file: its hash, and what its kind promises (.bin header; with deep, its ids; .pt archive)."""
+    local, rel, sha256, step, vocab, quick, deep = item
     name = os.path.basename(rel)
     problems = []
     if name.endswith(".bin"):
-        problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=not quick)
-    elif name.endswith(".pt") and not quick:  # loading a large .pt takes a while: not in a quick check
+        problems += _check_bin(local, rel, vocab, mask=name.endswith("_mask.bin"), scan=deep)
+    elif name.endswith(".pt") and not quick:  # its zip directory only: loading it is --deep's
         problems += [f"{rel}: {why}"] if (why := published.pt_problem(local)) else []
     if not quick and hash_file(local).sha256 != sha256:
         problems.append(f"{rel}: sha256 differs from the manifest's (corrupt or changed)")
