@@ -60,7 +60,7 @@ def argv(step: str, root, trial: int) -> list[str]:
         return ["core-eval", "--out-dir", str(root / "out"), "--dataset-name", "ds", "--eval-bundle",
                 str(root / "bundle"), *common]
     return ["sft", "--out-dir", str(root / "out"), "--dataset-name", "ds", "--hf-mirror", str(root / "mirror"),
-            "--words-file", str(root / "words.txt"), "--simple-spelling-size", "20000", "--spelling-bee-size", "8000",
+            "--words-file", str(root / "words.txt"), "--simple-spelling-size", "40000", "--spelling-bee-size", "16000",
             "--chunk-size", "64", *common]
 
 
@@ -84,7 +84,7 @@ def test_a_signal_ends_the_run_in_seconds(inputs, step, how):
     for trial in range(TRIALS):
         run = start(argv(step, inputs, trial), inputs)
         wait_for_workers(run)
-        time.sleep(rng.uniform(0, 0.8))  # a random moment while the workers run
+        time.sleep(rng.uniform(0, 0.6))  # a random moment while the workers run
         if run.poll() is not None:  # finished before the signal: not a trial of this
             continue
         sent = time.monotonic()
