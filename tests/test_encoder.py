@@ -131,6 +131,20 @@ def test_a_worker_killed_is_one_line_naming_the_item():
     assert "\n" not in str(error.value) and "--num-workers" in str(error.value)
 
 
+def test_a_pool_started_right_after_a_failed_one_starts():
+    # a failed run kills its forkserver; the next pool must start a new one, not reach the dead one
+    for _ in range(10):
+        with pytest.raises(WorkerError) as error:
+            list(ordered_map(_fails_on_two, [1, 2, 3], 2))
+        assert "ValueError: two" in str(error.value)
+
+
+def _fails_on_two(n):
+    if n == 2:
+        raise ValueError("two")
+    return n
+
+
 def _killed_on_two(n):
     if n == 2:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -219,14 +219,22 @@ _END = object()
 
 
 def _end_forkserver() -> None:
-    """Kill this process's forkserver (a later pool starts another: forkserver.ensure_running checks).
-    multiprocessing has no public way to stop it, hence its private pid; it holds nothing to clean up."""
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
-    if pid:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """Kill this process's forkserver, then reap and forget it, so that the next pool starts a new one.
+    Not forgotten, a pool started at once would find it not yet reaped, take it for alive
+    (forkserver.ensure_running checks with WNOHANG) and fail to start its workers. multiprocessing has
+    no public way to stop it, hence its private pid and _stop; it holds nothing to clean up."""
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if not pid:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        server._stop()  # waits for the killed server (milliseconds), removes its socket, forgets it
+    except OSError:  # already reaped or its socket gone: forget it all the same
+        server._forkserver_pid = server._forkserver_alive_fd = server._forkserver_address = None
 
 
 def _start_helpers() -> None:
