@@ -238,17 +238,18 @@ def _end_forkserver() -> None:
 
 
 def _start_helpers() -> None:
-    """Start the forkserver and the resource tracker ignoring SIGINT (for the few milliseconds of their
-    spawn this process ignores it too): an ignored signal stays ignored across exec, so a Ctrl-C sent
-    to the whole process group cannot hit one of them, or a worker forked by the forkserver, halfway
-    through its start-up (a traceback from inside multiprocessing). They end with this process's
-    lifeline, not with Ctrl-C."""
-    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Start the forkserver and the resource tracker with SIGINT blocked: a blocked signal stays blocked
+    across exec, so a Ctrl-C sent to the whole process group cannot hit one of them, or a worker forked
+    by the forkserver, halfway through its start-up (a traceback from inside multiprocessing); they end
+    with this process's lifeline, not with Ctrl-C. Blocked, not ignored, here: a Ctrl-C that comes
+    meanwhile waits and is delivered to this process as the mask is restored, never lost (the resource
+    tracker starts the same way)."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
         resource_tracker.ensure_running()
     finally:
-        signal.signal(signal.SIGINT, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 # ------------------------------------------------------------------------------------ in the worker
