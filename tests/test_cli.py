@@ -181,9 +181,7 @@ def test_disk_full_and_read_only_are_one_line(place, monkeypatch, capsys, errno_
     def failing_write(path, chunks):
         raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)), path)
 
-    import stacks_data.steps.pretrain.step  # noqa: F401  (imported before patching: it binds write_bytes by name)
-
-    for module in ("dataset.files", "dataset.binfile", "tokenizer", "steps.pretrain.step"):
+    for module in ("dataset.files", "dataset.binfile", "tokenizer"):  # where write_bytes is bound by name
         monkeypatch.setattr(f"stacks_data.{module}.write_bytes", failing_write)
     with pytest.raises(SystemExit) as exit:
         cli.main(pretrain(place, "--out-dir", str(place / f"full-{errno_name}"), "--baselines-dir", str(place)))

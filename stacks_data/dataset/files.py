@@ -165,6 +165,20 @@ def hash_file(path: str) -> FileRecord:
     return FileRecord(path, size, digest.hexdigest())
 
 
+def file_damage(path: str, size: int, sha256: str, against: str) -> str | None:
+    """Why the file at `path` is not the one of that size and sha256 (None: it is); `against` says where
+    they come from, e.g. "in the manifest"."""
+    if not os.path.lexists(path):
+        return "missing"
+    if os.path.islink(path) or not os.path.isfile(path):
+        return "not a regular file"
+    if (actual := os.path.getsize(path)) != size:
+        return f"{actual:,} bytes, not the {size:,} {against}"
+    if hash_file(path).sha256 != sha256:
+        return f"sha256 differs from the one {against}"
+    return None
+
+
 def remove_temp_files(folder: str) -> None:
     """Remove what interrupted writes left in `folder` (not recursive)."""
     if os.path.isdir(folder):

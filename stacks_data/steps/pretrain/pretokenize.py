@@ -6,7 +6,8 @@ in order, so the shards are the same for any number of workers. Each document be
 tokens; the stream is cut into shards of exactly shard_size tokens. Validation (the last file) is
 packed first and its last shard flushed however short; then train.
 
-It resumes from, and records each finished shard in, the resume state (resume.py).
+It resumes from, and records each finished shard in, the resume state (resume.py); finished shards
+found damaged are first made again from their own spans of input (ShardRepair).
 """
 
 import collections
@@ -18,12 +19,13 @@ import numpy as np
 
 from stacks_data.dataset.binfile import ShardWriter, read_bin
 from stacks_data.dataset.doc_stats import WINDOWS, DocStats, bos_positions
-from stacks_data.errors import InputError
+from stacks_data.errors import InputError, OutputError
 from stacks_data.dataset.files import human_bytes
 from stacks_data.executors import Executor, worker_state
 from stacks_data.sources.parquet import file_identity, open_parquet, read_texts
 from stacks_data.progress import bar, say
-from stacks_data.steps.pretrain.resume import ResumeState, reading_order, resume_point, shard_name, split_files
+from stacks_data.steps.pretrain.resume import (STATE_FILE, ResumeState, reading_order, repair_files, repair_span,
+                                              resume_point, resuming_files, shard_name, split_files)
 from stacks_data.tokenizer import RustBPETokenizer
 
 # ------------------------------------------------------------------------------------ worker
@@ -159,6 +161,78 @@ class SplitPacker:
                 for i, s in enumerate(self.done["shards"])]
 
 
+class ShardRepair:
+    """One finished shard made again from its span of input: the row groups from where the shard before
+    it ended to where it ended. Same inputs (reconcile checked them) and tokenizer: the same bytes, which
+    finish() checks against the sha256 recorded when the shard was first made."""
+
+    def __init__(self, split: str, index: int, files: list[str], bin_dir: str, shard_size: int,
+                 progress: ResumeState, token_dtype: str):
+        start, self.record = repair_span(progress, split, index)
+        self.files, self.start, self.skip = files, (start["file"], start["group"]), start["offset"]
+        self.end = (self.record["file"], self.record["group"])
+        self.path = os.path.join(bin_dir, shard_name(split, index))
+        self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=index,
+                                  token_dtype=token_dtype)
+
+    def tasks(self, column: str, shards):
+        for index in range(self.start[0], self.end[0] + 1):
+            path = shards.get(self.files[index])
+            metadata = open_parquet(path, [column]).metadata
+            first_row = 0
+            for group in range(metadata.num_row_groups):
+                if self.start <= (index, group) <= self.end:
+                    yield path, group, first_row, column
+                first_row += metadata.row_group(group).num_rows
+
+    def add(self, tokens: np.ndarray) -> None:
+        if self.writer.records:  # written: the rest of the row group belongs to the next shard
+            return
+        skip, self.skip = self.skip, 0
+        self.writer.add(tokens[skip:skip + self.writer.shard_size - self.writer.fill])
+
+    def finish(self) -> None:
+        self.writer.close(keep_partial=not self.writer.records)  # a split's last shard may be shorter
+        made = self.writer.records[0] if self.writer.records else None
+        if made is None or (made.size, made.sha256) != (self.record["size"], self.record["sha256"]):
+            raise OutputError(f"{os.path.basename(self.path)}, made again from its inputs, is not the shard "
+                              f"recorded when it was made: an input changed without changing its size or its "
+                              f"footer", self.path, f"restore the inputs, or delete {STATE_FILE} and the "
+                              f"shards next to it to make them all again")
+
+
+def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
+                  column: str, encoder: str, progress: ResumeState, shards, token_dtype: str) -> None:
+    """Make again the finished shards that reconcile found damaged (progress.repairs), one pool for all."""
+    repairs = [ShardRepair(split, index, files, bin_dir, shard_size, progress, token_dtype)
+               for split, files in split_files(paths).items() for index in progress.repairs[split]]
+    if not repairs:
+        return
+    pending = collections.deque()
+
+    def work():
+        for repair in repairs:
+            for task in repair.tasks(column, shards):
+                pending.append(repair)
+                yield task
+
+    current = None
+    results = executor.map(tokenize_row_group, work(), describe=describe_task,
+                           setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)))
+    for tokens, *_ in bar(iterable=results, desc="repair", unit="row group"):
+        repair = pending.popleft()
+        if repair is not current and current is not None:
+            current.finish()  # one shard's buffer at a time
+        current = repair
+        repair.add(tokens)
+    current.finish()
+    read, still_read = repair_files(progress, paths), set(resuming_files(progress, paths))
+    progress.repairs = {split: [] for split in progress.repairs}
+    for path in dict.fromkeys(read):
+        if path not in still_read:
+            shards.release(path)
+
+
 class LocalShards:
     """The input files, all on disk already (what ShardStream is when nothing is downloaded)."""
 
@@ -194,6 +268,7 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     shards = shards or LocalShards(order)
     if shards.order != order:
         raise RuntimeError("the shard stream reads other files than the progress file says")
+    repair_shards(tokenizer_dir, paths, bin_dir, shard_size, executor, column, encoder, progress, shards, token_dtype)
     packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress, bos_id, windows,
                            token_dtype)
                for split, files in split_files(paths).items()]

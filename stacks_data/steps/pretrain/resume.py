@@ -8,6 +8,11 @@ the folder is marked incomplete (mark_incomplete) before its finished work first
 reading_order says what the run still reads, and checked_stream makes sure every file it resumes inside
 is the one its finished shards were made from.
 
+"Complete" means checked: every finished shard is hashed against the sha256 recorded when it was made,
+the tokenizer's files against theirs, and a complete folder's other files against its manifest. What
+is damaged or missing is made again (repairs): a shard from its own span of input, the tokenizer from
+its inputs, the rest by the run's last steps; each is said once made (`repaired: <file> (<why>)`).
+
 The progress file holds, per split, one entry per finished shard: where in the input the shard ended
 (file, row group, and how many of that row group's tokens it took), the counts before that row group, and
 the shard's size and sha256 (for the manifest). A restart continues after the last entry, re-tokenizing
@@ -23,9 +28,10 @@ import shutil
 from typing import Callable
 
 from stacks_data.dataset import layout
-from stacks_data.dataset.files import read_json, write_json
-from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests
-from stacks_data.errors import OutputError
+from stacks_data.dataset.files import FileRecord, file_damage, read_json, write_json
+from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, read_manifest, relative
+from stacks_data.errors import OutputError, UserError
+from stacks_data.executors.threads import thread_map
 from stacks_data.progress import say
 from stacks_data.sources.corpus import Shards, ShardStream
 from stacks_data.sources.parquet import file_identity
@@ -50,6 +56,10 @@ class ResumeState:
         self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
         self.names: dict[str, str] = {}  # input path -> the name its identity is kept under: see reconcile
         self.checked: set[str] = set()  # the input paths the last reconcile found unchanged
+        self.folder = os.path.dirname(path)  # the dataset folder
+        self.damaged: dict[str, str] = {}  # file (in the folder) -> why: what this run found and makes again
+        self.repairs: dict[str, list[int]] = {split: [] for split in SPLITS}  # finished shards to make again
+        self.sound: set[tuple] = set()  # (path, size, sha256, its stat) of the files this run found so
 
     @staticmethod
     def read_key(path: str) -> dict | None:
@@ -90,6 +100,40 @@ class ResumeState:
         """The shards from here on are made with this tokenizer (saved with the next shard)."""
         self.state["fingerprint"] = fingerprint
 
+    def tokenizer_made(self, records: list[FileRecord]) -> None:
+        """The tokenizer's files as they are now (its pickle and training.json), saved: a later run
+        checks them against this before it reuses them."""
+        self.state["tokenizer_files"] = {os.path.basename(r.path): [r.size, r.sha256] for r in records}
+        self.save()
+
+    def found_damaged(self, path: str, why: str) -> None:
+        self.damaged[relative(path, self.folder)] = why
+
+    def check_shards(self, split: str, bin_dir: str) -> list[tuple[int, str]]:
+        """(index, why) of the split's finished shards whose bytes are not the ones recorded when they were
+        made; hashed on threads, each file once a run (unless it changes meanwhile)."""
+        items = [(os.path.join(bin_dir, shard_name(split, i)), s) for i, s in enumerate(self.split(split)["shards"])]
+        whys = thread_map(self._shard_damage, items, min(8, os.cpu_count() or 1))
+        return [(i, why) for i, why in enumerate(whys) if why]
+
+    def _shard_damage(self, item: tuple[str, dict]) -> str | None:
+        path, shard = item
+        return self.damage(path, shard["size"], shard["sha256"], "recorded when it was made")
+
+    def damage(self, path: str, size: int, sha256: str, against: str) -> str | None:
+        """files.file_damage, each file hashed once a run (unless it changes meanwhile)."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            return "missing"
+        key = (path, size, sha256, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        if key in self.sound:
+            return None
+        why = file_damage(path, size, sha256, against)
+        if why is None:
+            self.sound.add(key)
+        return why
+
     def identity(self, name: str, default):
         """The identity of the input file `name` when it was tokenized (default: never)."""
         return self.state["files"].get(name, default)
@@ -108,12 +152,16 @@ def split_files(paths: list[str]) -> dict[str, list[str]]:
 
 def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, training: dict, paths: list[str],
                  overwrite: bool, before_changing: Callable[[], None]) -> bool:
-    """Make the folder ready for this run's settings; True when it already holds this exact run, complete.
+    """Make the folder ready for this run's settings; True when it already holds this exact run, complete
+    and checked (every file as recorded).
 
     What was made with other settings is an error naming the differences, unless `overwrite`: then it
-    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it).
+    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it). A
+    damaged tokenizer is removed, to be trained again; damaged shards are noted for repair (reconcile).
     before_changing() runs once, before the first change to the folder's finished work.
     """
+    changing = functools.cache(before_changing)  # once, before the first change
+    _remove_damaged_tokenizer(progress, out, tok_dir, changing)
     differences = []
     trained = (read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
     if trained is not None:
@@ -129,7 +177,6 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     if differences and not overwrite:
         raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
                           out, "pass --overwrite to replace them, or pick another --dataset-name")
-    changing = functools.cache(before_changing)  # once, before the first change
     if differences:
         changing()
         if trained is not None and any(d.startswith("tokenizer") for d in differences):
@@ -146,10 +193,70 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     if old_key is None:
         return False
     progress.load()
-    # changed inputs, missing shards: then it is not complete
+    # changed inputs, missing or damaged shards: then it is not complete
     reconcile(progress, paths, bin_dir, before_change=changing)
-    return progress.complete() and all(os.path.exists(os.path.join(out, f)) for f in (CONFIG_FILE, MANIFEST_FILE))
+    if not progress.complete() or progress.damaged:
+        return False
+    damage = _manifest_damage(progress, out, bin_dir)
+    for path, why in damage.items():
+        progress.found_damaged(path, why)
+    if damage:
+        changing()
+    return not damage
 
+
+def _remove_damaged_tokenizer(progress: ResumeState, out: str, tok_dir: str, changing: Callable[[], None]) -> None:
+    """Remove the tokenizer folder when its pickle or training.json is not as recorded (in the progress
+    file; for a folder that predates that record, in the manifest): it is trained again, from its
+    inputs, to the same bytes. A replaced pickle is never loaded."""
+    try:
+        with open(progress.path, encoding="utf-8") as f:
+            recorded = json.load(f).get("tokenizer_files")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        prefix = relative(tok_dir, out) + "/"
+        recorded = {f["path"][len(prefix):]: [f["size"], f["sha256"]] for f in _manifest_files(out)
+                    if f["path"] in (prefix + TOKENIZER_FILE, prefix + TRAINING_FILE)}
+    if not os.path.isdir(tok_dir):
+        return
+    damage = {}
+    for name, entry in recorded.items():
+        if isinstance(name, str) and isinstance(entry, list) and len(entry) == 2 and "/" not in name:
+            if why := progress.damage(os.path.join(tok_dir, name), *entry, "recorded when it was made"):
+                damage[os.path.join(tok_dir, name)] = why
+    if damage:
+        changing()
+        for path, why in damage.items():
+            progress.found_damaged(path, why)
+        shutil.rmtree(tok_dir)
+
+
+def _manifest_files(out: str) -> list[dict]:
+    """The entries of the folder's own manifest ([] when there is none, or it does not read)."""
+    try:
+        return read_manifest(os.path.join(out, MANIFEST_FILE), out)["files"]
+    except (UserError, OSError):
+        return []
+
+
+def _manifest_damage(progress: ResumeState, out: str, bin_dir: str) -> dict[str, str]:
+    """A complete folder's files against its manifest: path -> why, for each not as listed (the shards
+    were hashed by reconcile: the manifest must list them as recorded)."""
+    if not os.path.exists(os.path.join(out, MANIFEST_FILE)):
+        return {os.path.join(out, MANIFEST_FILE): "missing"}
+    files = _manifest_files(out)
+    if not files:
+        return {os.path.join(out, MANIFEST_FILE): "does not read"}
+    listed = {f["path"]: f for f in files}
+    shards = {relative(os.path.join(bin_dir, shard_name(split, i)), out): s
+              for split in SPLITS for i, s in enumerate(progress.split(split)["shards"])}
+    if any((listed.get(rel) or {}).get("sha256") != s["sha256"] for rel, s in shards.items()):
+        return {os.path.join(out, MANIFEST_FILE): "does not list the shards as they were made"}
+    others = [f for f in files if f["path"] not in shards]
+    whys = thread_map(lambda f: progress.damage(os.path.join(out, *f["path"].split("/")), f["size"], f["sha256"],
+                                                "in the manifest"), others, min(8, os.cpu_count() or 1))
+    return {os.path.join(out, *f["path"].split("/")): why for f, why in zip(others, whys) if why}
 
 
 def _differences(what: str, folder: dict, command: dict) -> list[str]:
@@ -189,7 +296,8 @@ def remove_shards(folder: str, progress_path: str) -> None:
 
 
 def mark_incomplete(out: str) -> None:
-    """Remove config.json and manifest.json: from here on the folder is visibly incomplete."""
+    """Remove manifest.json (the commit mark), then config.json: from here on the folder is visibly
+    incomplete."""
     for name in (MANIFEST_FILE, CONFIG_FILE):
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
@@ -225,12 +333,12 @@ def reconcile(progress: ResumeState, paths: list[str], bin_dir: str, before_chan
                     progress.state["files"].pop(progress.names[later], None)
                 progress.save()
                 break
-        for i, shard in enumerate(done["shards"]):
-            path = os.path.join(bin_dir, shard_name(split, i))
-            if not os.path.isfile(path) or os.path.getsize(path) != shard["size"]:
-                before_change()
-                _keep(progress, split, i)
-                break
+        damaged = progress.check_shards(split, bin_dir)  # made again from their spans of input: repairs
+        if damaged:
+            before_change()
+        for index, why in damaged:
+            progress.found_damaged(os.path.join(bin_dir, shard_name(split, index)), why)
+        progress.repairs[split] = [index for index, _ in damaged]
         kept = len(done["shards"])
         for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
             match = layout.PRETRAIN.shard_file.fullmatch(name)
@@ -247,30 +355,49 @@ def resume_point(done: dict) -> dict:
 
 
 
+def repair_span(progress: ResumeState, split: str, index: int) -> tuple[dict, dict]:
+    """Where finished shard `index` of a split starts and ends in the input: the resume points after
+    the shard before it and after it."""
+    shards = progress.split(split)["shards"]
+    return resume_point({"shards": shards[:index]}), shards[index]
+
+
 def reading_order(progress: ResumeState, paths: list[str], bin_dir: str) -> list[str]:
-    """The input files the run still reads, in the order it reads them (val's, then train's, each from
-    the file it resumes in), once the progress file is made true of the folder (reconcile)."""
+    """The input files the run still reads, in the order it reads them, once the progress file is made
+    true of the folder (reconcile): the spans of the shards it repairs, then val's and train's files
+    from the file each resumes in."""
     reconcile(progress, paths, bin_dir)
+    return list(dict.fromkeys(repair_files(progress, paths) + resuming_files(progress, paths)))
+
+
+def repair_files(progress: ResumeState, paths: list[str]) -> list[str]:
+    """The input files the repairs read, in order."""
+    out = []
+    for split, files in split_files(paths).items():
+        for index in progress.repairs[split]:
+            start, end = repair_span(progress, split, index)
+            out += files[start["file"]:end["file"] + 1]
+    return out
+
+
+def resuming_files(progress: ResumeState, paths: list[str]) -> list[str]:
+    """The input files the unfinished splits still read, from the file each resumes in."""
     return [path for split, files in split_files(paths).items() if "result" not in progress.split(split)
             for path in files[resume_point(progress.split(split))["file"]:]]
 
 
-
 def unchecked_resume_files(progress: ResumeState, paths: list[str]) -> list[str]:
-    """The files the unfinished splits resume inside, whose tokens are in finished shards, that the last
-    reconcile could not check (not on disk then: evicted or deleted from a cache). They must be
-    downloaded and checked before the run goes on inside them: if one changed, what is in the shards is
-    not what follows."""
-    unchecked = []
+    """The files whose tokens are in finished shards that the run reads again (the unfinished splits
+    resume inside them, or a repair reads them), that the last reconcile could not check (not on disk
+    then: evicted or deleted from a cache). They must be downloaded and checked before the run reads
+    them: if one changed, what is in the shards is not what follows (or what a repair would make)."""
+    again = repair_files(progress, paths)
     for split, files in split_files(paths).items():
         done = progress.split(split)
-        if "result" in done or not done["shards"]:
-            continue
-        path = files[resume_point(done)["file"]]
-        if progress.names[path] in progress.state["files"] and path not in progress.checked:
-            unchecked.append(path)
-    return unchecked
-
+        if "result" not in done and done["shards"]:
+            again.append(files[resume_point(done)["file"]])
+    return [path for path in dict.fromkeys(again)
+            if progress.names[path] in progress.state["files"] and path not in progress.checked]
 
 
 def _keep(progress: ResumeState, split: str, n: int) -> None:

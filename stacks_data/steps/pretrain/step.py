@@ -6,11 +6,12 @@ Steps, each resumable:
   2. check it (round trip) and write token_bytes.pt
   3. report on it, next to GPT-2 / GPT-4: tokenizer_comparison.md and tokenizer_report.png
   4. download every shard and tokenize it into val_*.bin / train_*.bin (val = the last shard)
-  5. write config.json and manifest.json (last: a folder without them is visibly incomplete)
+  5. write config.json, then manifest.json (last: the step's commit mark, as for every step)
   6. upload, with --hf-user
 
-A rerun with the same flags resumes (or says the dataset is complete); a rerun with flags that would
-replace what is in the folder stops and says what differs, unless --overwrite.
+A rerun with the same flags resumes (or, every file checked, says the dataset is complete), and makes
+again what it finds damaged or missing; a rerun with flags that would replace what is in the folder
+stops and says what differs, unless --overwrite.
 """
 
 import argparse
@@ -30,8 +31,7 @@ from stacks_data.remote.http import check_reachable
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.interrupts import import_torch
 from stacks_data.errors import FlagError, OutputError
-from stacks_data.dataset.files import (FileRecord, hash_file, human_bytes, json_bytes, locked, read_json, record_of,
-                               torch_save, write_bytes, write_json)
+from stacks_data.dataset.files import FileRecord, hash_file, human_bytes, locked, read_json, torch_save, write_json
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
@@ -295,6 +295,7 @@ def build(plan: Plan, settings: Settings) -> None:
             print("the tokenizer differs from the one the shards were made with: redoing every shard")
             plan.progress.start_over(plan.bin_dir)
         plan.progress.made_with(tok.fingerprint())
+        plan.progress.tokenizer_made(records)
         encoder = checked_encoder_name(tok.spec, settings.encoder)
         tok.use_encoder(encoder)
         records += check_and_report(tok, plan, settings)
@@ -307,13 +308,11 @@ def build(plan: Plan, settings: Settings) -> None:
                                            settings.token_dtype)
     finally:
         stream.close()
-    config = make_config(tok, settings, plan, stats)
-    # manifest.json, then config.json: the file consumers read comes last, so a folder with a
-    # config.json is complete (and its manifest, which lists it, is there)
-    config_path, config_bytes = os.path.join(plan.out, CONFIG_FILE), json_bytes(config)
-    records += [FileRecord(*r) for r in shard_records] + [record_of(config_path, config_bytes)]
-    write_manifest(plan.out, plan.out, STEP.name, records)
-    write_bytes(config_path, [config_bytes])
+    config = write_json(os.path.join(plan.out, CONFIG_FILE), make_config(tok, settings, plan, stats))
+    # the manifest last: a folder with one is complete (mark_incomplete removes it first)
+    write_manifest(plan.out, plan.out, STEP.name, records + [FileRecord(*r) for r in shard_records] + [config])
+    for path, why in plan.progress.damaged.items():
+        print(f"repaired: {path} ({why})")
     for split in ("val", "train"):
         say(f"{split}: {stats[split]['shards']} shards, {stats[split]['tokens']:,} tokens "
             f"({human_bytes(stats[split]['bytes'])})")
