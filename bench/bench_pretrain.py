@@ -14,12 +14,18 @@ tiktoken pipeline >= 0.9x raw tiktoken. With --executor ray the fastokens pipeli
 local Ray instance of N CPUs: its ratio to the local executor (target >= 0.8x). Also: tokenizer
 training against rustbpe alone (target <= 1.2x) and peak memory at the default shard size.
 The corpus files are repeated `--repeat` times (as shard_00000, shard_00001, ...) to have more data.
+
+The serial cost: the main process's busiest thread, fed the row groups' results already encoded (each
+pickled as a worker sends it) as fast as it takes them: what it spends per token ordering, packing,
+hashing and writing is the Amdahl ceiling of the step (target at most 1.5 ns per token), and the number
+of workers it can feed follows from one worker's rate.
 """
 
 import argparse
 import glob
 import multiprocessing as mp
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -35,7 +41,8 @@ from peak_memory import measured  # noqa: E402
 from stacks_data.encoder import FastokensEncoder  # noqa: E402
 from stacks_data.executors import Executor  # noqa: E402
 from stacks_data.sources.parquet import iter_texts  # noqa: E402
-from stacks_data.steps.pretrain.pretokenize import pretokenize  # noqa: E402
+from stacks_data.executors.worker import set_worker_state, worker_state  # noqa: E402
+from stacks_data.steps.pretrain.pretokenize import pretokenize, tokenize_row_group  # noqa: E402
 from stacks_data.steps.pretrain.resume import ResumeState  # noqa: E402
 from stacks_data.steps.pretrain.step import training_texts  # noqa: E402
 from stacks_data.tokenizer import SPECIAL_TOKENS, SPLIT_PATTERN, RustBPETokenizer  # noqa: E402
@@ -84,6 +91,65 @@ def pipeline_rate(tokenizer_dir, paths, executor, encoder, workdir, shard_size, 
     return (tokens - docs) / seconds, chars / seconds  # without BOS tokens: same count as the baselines
 
 
+class Replay:
+    """The local executor with workers that do not encode: each returns its row group's result, recorded
+    beforehand (record_results), so the main process receives results as fast as it can take them, the
+    way it receives real ones. What it spends is its own work: receiving, ordering, packing, writing."""
+
+    def __init__(self, num_workers: int, results_file: str):
+        self.executor, self.results_file = Executor(num_workers), results_file
+
+    def map(self, fn, items, setup=None, describe=repr, on_done=None):
+        return self.executor.map(replayed_row_group, items, setup=(load_results, (self.results_file,)),
+                                 describe=describe, on_done=on_done)
+
+
+def load_results(path: str) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def replayed_row_group(task):
+    return pickle.loads(worker_state()[task[:2]])
+
+
+def record_results(tokenizer_dir, paths, workdir) -> str:
+    """A file of (path, row group) -> the pickled result of tokenize_row_group, for every row group of the run."""
+    results = {}
+
+    class Recording:
+        def map(self, fn, items, setup=None, describe=repr, on_done=None):
+            set_worker_state(setup)
+            for item in items:
+                results[item[:2]] = pickle.dumps(tokenize_row_group(item), protocol=pickle.HIGHEST_PROTOCOL)
+                if on_done:
+                    on_done(item)
+                yield pickle.loads(results[item[:2]])
+
+    pretokenize(tokenizer_dir, paths, os.path.join(workdir, "bins_rec"), 10_000_000, Recording(), True, "text",
+                "fastokens", ResumeState(os.path.join(workdir, "state_rec.json"), {}))
+    shutil.rmtree(os.path.join(workdir, "bins_rec"))
+    with open(os.path.join(workdir, "results.pkl"), "wb") as f:
+        pickle.dump(results, f, protocol=pickle.HIGHEST_PROTOCOL)
+    return os.path.join(workdir, "results.pkl")
+
+
+def serial_cost(tokenizer_dir, paths, workdir, results_file, trials, num_workers=2) -> tuple[float, float]:
+    """(ns per token of the main thread, ns per token of all the main process's threads), best of trials,
+    fed by num_workers replaying workers."""
+    best_main = best_all = float("inf")
+    for trial in range(trials):
+        out = os.path.join(workdir, f"bins_serial{trial}")
+        main0, all0 = time.thread_time(), time.process_time()
+        stats, _ = pretokenize(tokenizer_dir, paths, out, 10_000_000, Replay(num_workers, results_file), True, "text",
+                               "fastokens", ResumeState(os.path.join(workdir, f"state_serial{trial}.json"), {}))
+        main, total = time.thread_time() - main0, time.process_time() - all0  # (the writer threads' included)
+        shutil.rmtree(out)
+        tokens = stats["train"]["tokens"] + stats["val"]["tokens"]
+        best_main, best_all = min(best_main, main / tokens * 1e9), min(best_all, total / tokens * 1e9)
+    return best_main, best_all
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     here = os.path.dirname(os.path.abspath(__file__))
@@ -95,6 +161,7 @@ def main():
                         help="ray: also run the pipeline on a local Ray instance and compare")
     parser.add_argument("--trials", type=int, default=3, help="best of this many runs of each measurement")
     parser.add_argument("--skip-training", action="store_true", help="train without timing it against rustbpe")
+    parser.add_argument("--serial-only", action="store_true", help="only the main process's serial cost")
     args = parser.parse_args()
     corpus = sorted(glob.glob(os.path.join(args.corpus, "*.parquet")))
     assert corpus, f"no parquet files in {args.corpus}"
@@ -122,6 +189,16 @@ def main():
             chars = sum(map(len, texts))
             print(f"tokenizer training ({chars / 1e6:.1f} M chars, vocab {args.vocab_size}): rustbpe alone "
                   f"{t_alone:.2f}s, ours (reading parquet) {t_ours:.2f}s -> {t_ours / t_alone:.2f}x (target <= 1.2x)")
+
+        # ---- the serial part: the main process fed ready results
+        results = record_results(tokdir, paths, workdir)
+        main_ns, all_ns = serial_cost(tokdir, paths, workdir, results, args.trials)
+        one_worker = raw_rate(tokdir, "fastokens", paths, 1)
+        print(f"serial cost (main process fed encoded row groups): busiest thread {main_ns:.2f} ns/token "
+              f"(target <= 1.5), all its threads {all_ns:.2f} ns/token; it can feed "
+              f"{1e9 / main_ns / one_worker:.0f} workers of {one_worker / 1e6:.1f} M tok/s (raw fastokens, N=1)")
+        if args.serial_only:
+            return
 
         # ---- throughput: interleaved trials, best of each (the machine's other load hits all alike)
         print(f"pre-tokenization of {len(paths)} files ({args.repeat}x the corpus), vocab {args.vocab_size}:")

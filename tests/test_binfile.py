@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -35,13 +37,19 @@ def test_rejects_bad_files(tmp_path):
 
 
 def test_shard_writer_packs_exact_shards(tmp_path):
-    seen = []
+    seen, added = [], [0]
+    # on_shard: in shard order, each shard on disk, with what at_cut said as it was cut (the caller went on)
     writer = ShardWriter(str(tmp_path), ["t_{:06d}.bin", "t_{:06d}_mask.bin"], shard_size=4,
-                         on_shard=lambda i, n: seen.append((i, n)))
+                         at_cut=lambda i: (i, added[0]),
+                         on_shard=lambda i, note, stats: seen.append((i, note, stats, os.path.exists(
+                             tmp_path / f"t_{i:06d}_mask.bin"))))
+    added[0] = 1
     writer.add(np.arange(3), np.ones(3))
+    added[0] = 2
     writer.add(np.arange(10, 17), np.zeros(7))
-    assert seen == [(0, 4), (1, 8)]
     writer.close(keep_partial=True)
+    assert seen == [(0, (0, 2), None, True), (1, (1, 2), None, True), (2, (2, 2), None, True)]
+    assert writer.tokens_written == 10 and len(writer.records) == 6
     assert read_bin(str(tmp_path / "t_000000.bin")).tolist() == [0, 1, 2, 10]
     assert read_bin(str(tmp_path / "t_000000_mask.bin")).tolist() == [1, 1, 1, 0]
     assert read_bin(str(tmp_path / "t_000001.bin")).tolist() == [11, 12, 13, 14]

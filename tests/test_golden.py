@@ -4,7 +4,8 @@ package was restructured (issue 18). A change that only moves code must not move
 The inputs are named by relative paths (the run's cwd is the fixture's folder), so that config.json and the
 report, which say where the inputs came from, are the same in every temporary folder. One hash moved on
 purpose since: step 1's progress file (.pretokenize.json, not an output) records the tokenizer's files
-(issue 19: a rerun checks them before reusing them)."""
+(issue 19: a rerun checks them before reusing them), and is written compact (issue 22: json's C encoder,
+off the main thread's per-shard cost)."""
 
 import hashlib
 import json
@@ -24,7 +25,7 @@ GOLDEN = json.loads("""
     ".lock.pretrain": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     ".lock.sft": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     ".lock.tokenizer": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-    ".pretokenize.json": "3ca29156ae04cff37ceaabe67b19c3737627cf4cdb413fe176d4ea1b3f3774c2",
+    ".pretokenize.json": "e2f7851d62addcc6b6a0a04cf8dece6d902dca0a700f65497f4c542aa4c724d6",
     "chat_eval/ARC-Challenge.pt": "1503d3c9450e779a1ef7117ecdafd30f0624cd803d4c68391749f7dad7811ada",
     "chat_eval/ARC-Easy.pt": "7ffe163e7fadd45e93e215ba82d4721618b3b3e24ce0b97defa2e01071d430b3",
     "chat_eval/MMLU.pt": "97dd7be3201ae2e44f57ac113972004e702fe4923f89f0d05e2ad5f6f5b87b86",

@@ -135,18 +135,18 @@ def test_downloads_through_faults(corpus, tmp_path, file_server):
 
 def killed_at_the_12th_shard(monkeypatch, run):
     """run() interrupted as it writes its 12th shard (val's 7 and 4 of train's are on disk)."""
-    real_flush, flushes = binfile.ShardWriter._flush, {"n": 0}
+    real_cut, cuts = binfile.ShardWriter._cut, {"n": 0}
 
-    def crashing_flush(self):
-        flushes["n"] += 1
-        if flushes["n"] == 12:
+    def crashing_cut(self):
+        cuts["n"] += 1
+        if cuts["n"] == 12:
             raise KeyboardInterrupt("killed")
-        real_flush(self)
+        real_cut(self)
 
-    monkeypatch.setattr(binfile.ShardWriter, "_flush", crashing_flush)
+    monkeypatch.setattr(binfile.ShardWriter, "_cut", crashing_cut)
     with pytest.raises(KeyboardInterrupt):
         run()
-    monkeypatch.setattr(binfile.ShardWriter, "_flush", real_flush)
+    monkeypatch.setattr(binfile.ShardWriter, "_cut", real_cut)
 
 
 def test_resumes_after_crash_in_tokenization(corpus, tmp_path, monkeypatch):

@@ -9,7 +9,9 @@ header[0] = magic, header[1] = version, header[2] = number of tokens. Two format
 Training code elsewhere reads these files directly.
 """
 
+import collections
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -38,18 +40,26 @@ def token_bytes(token_dtype: str) -> int:
     return TOKEN_DTYPES[token_dtype][2].itemsize
 
 
-def write_bin(path: str, tokens: np.ndarray, token_dtype: str = "uint16") -> FileRecord:
-    """Write tokens to path atomically (temp name, then rename); returns its record (size, sha256)."""
+def write_bin(path: str, tokens: np.ndarray | list[np.ndarray], token_dtype: str = "uint16") -> FileRecord:
+    """Write tokens (an array, or arrays one after the other) to path atomically (temp name, then
+    rename); returns its record (size, sha256)."""
     magic, version, dtype = TOKEN_DTYPES[token_dtype]
-    tokens = np.asarray(tokens)
-    if tokens.dtype != dtype:
-        if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_limit(token_dtype)):
-            raise ValueError(f"{path}: token ids must fit {token_dtype}")
-        tokens = tokens.astype(dtype)
+    chunks = [_as_dtype(path, np.asarray(c), token_dtype) for c in (tokens if isinstance(tokens, list) else [tokens])]
+    if len(chunks) > 64:  # many small pieces (SFT's): one buffer hashes and writes faster
+        chunks = [np.concatenate(chunks)]
     header = np.zeros(HEADER_INTS, dtype="<i4")
-    header[0], header[1], header[2] = magic, version, tokens.size
-    # no copy of a 200 MB shard: the buffer is hashed and written as it is
-    return write_bytes(path, [header.tobytes(), np.ascontiguousarray(tokens, dtype=dtype).data])
+    header[0], header[1], header[2] = magic, version, sum(c.size for c in chunks)
+    # the token buffers hashed and written as they are: no copy of a 200 MB shard
+    return write_bytes(path, [header.tobytes(), *(np.ascontiguousarray(c, dtype=dtype).data for c in chunks)])
+
+
+def _as_dtype(path: str, tokens: np.ndarray, token_dtype: str) -> np.ndarray:
+    dtype = TOKEN_DTYPES[token_dtype][2]
+    if tokens.dtype == dtype:
+        return tokens
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_limit(token_dtype)):
+        raise ValueError(f"{path}: token ids must fit {token_dtype}")
+    return tokens.astype(dtype)
 
 
 def read_header(path: str) -> int:
@@ -83,72 +93,126 @@ def read_bin(path: str) -> np.ndarray:
     return open_tokens(path)[1]
 
 
+WRITE_THREADS = 2  # shards hashed and written at once, beside the packing (sha256: ~1.4 ns a token a thread)
+
+
 class ShardWriter:
     """Packs parallel token streams into shards of exactly shard_size tokens.
 
     name_patterns has one entry per stream, e.g. ["train_{:06d}.bin"] or, for SFT,
     ["sft_train_{:06d}.bin", "sft_train_{:06d}_mask.bin"]; add() takes one array per stream,
-    all of the same length. on_shard(index, tokens_written) runs after each shard is on disk.
-    stats (a doc_stats.DocStats) is fed each shard's first stream as it is written, with the BOS
+    all of the same length, which the writer keeps (views, no copy: the caller must not change them).
+    stats (a doc_stats.DocStats) is fed each shard's first stream as it is cut, with the BOS
     positions add() is given: the statistics of exactly the written tokens (a dropped partial shard is
     not in them).
+
+    The caller's thread only cuts the stream: a full shard is hashed and written by a writer thread
+    (WRITE_THREADS at most at once; a shard beyond waits), from the pieces it was given, while the caller
+    goes on packing the next; the statistics are fed on a thread of their own, shard after shard.
+    on_shard(index, note, stats_state) runs in the caller's thread, in shard order, once a shard is on
+    disk (its records in `records`), with what at_cut(index) returned when it was cut (e.g. where in the
+    input it ends: by the time it is on disk, the caller has gone further) and the statistics' state()
+    up to its end (None without stats). A write's error is raised in the caller's thread, by the add()
+    or close() that finds it; `stats` is the caller's again once close() returns.
     """
 
-    def __init__(self, out_dir: str, name_patterns: list[str], shard_size: int,
-                 first_index: int = 0, on_shard=None, stats: DocStats | None = None, token_dtype: str = "uint16"):
+    def __init__(self, out_dir: str, name_patterns: list[str], shard_size: int, first_index: int = 0,
+                 on_shard=None, stats: DocStats | None = None, token_dtype: str = "uint16", at_cut=None):
         if shard_size <= 0:
             raise ValueError("shard size must be positive")
         self.out_dir = out_dir
         self.name_patterns = name_patterns
         self.shard_size = shard_size
         self.index = first_index  # index of the shard being filled
-        self.on_shard = on_shard
+        self.on_shard, self.at_cut = on_shard, at_cut
         self.token_dtype = token_dtype
-        self.buffers = [np.empty(shard_size, dtype=TOKEN_DTYPES[token_dtype][2]) for _ in name_patterns]
+        self.pieces: list[list[np.ndarray]] = [[] for _ in name_patterns]  # the shard being filled, per stream
         self.fill = 0
         self.tokens_written = 0  # tokens in completed shards written by this writer
         self.records: list[FileRecord] = []
         self.stats = stats
         self.bos_in_buffer: list[np.ndarray] = []  # BOS positions in the shard being filled, for stats
+        self.writing: collections.deque = collections.deque()  # (index, futures, note, tokens, stats), oldest first
+        self.threads: ThreadPoolExecutor | None = None  # started with the first shard to write
+        self.stats_thread: ThreadPoolExecutor | None = None  # one: the statistics are fed in order
 
     def add(self, *arrays: np.ndarray, bos: np.ndarray | None = None) -> None:
         """Append one array per stream, all of the same length; bos: the positions of the BOS tokens in
         the first (sorted), needed when the writer keeps statistics."""
         n = len(arrays[0])
-        if len(arrays) != len(self.buffers) or any(len(a) != n for a in arrays):
+        if len(arrays) != len(self.pieces) or any(len(a) != n for a in arrays):
             raise ValueError("add() takes one array per stream, all of the same length")
         if self.stats is not None and bos is None:
             raise ValueError("a writer that keeps statistics needs the BOS positions")
         pos = 0
         while pos < n:
             take = min(n - pos, self.shard_size - self.fill)
-            for buf, a in zip(self.buffers, arrays):
-                buf[self.fill:self.fill + take] = a[pos:pos + take]
+            for pieces, a in zip(self.pieces, arrays):
+                pieces.append(a[pos:pos + take])
             if self.stats is not None:
                 lo, hi = np.searchsorted(bos, (pos, pos + take))
                 self.bos_in_buffer.append(bos[lo:hi] - pos + self.fill)
             self.fill += take
             pos += take
             if self.fill == self.shard_size:
-                self._flush()
+                self._cut()
+        self._settle(len(self.writing))
 
     def close(self, keep_partial: bool = True) -> None:
-        """Write the last, incomplete shard (if any and if wanted)."""
+        """Write the last, incomplete shard (if any and if wanted); returns once every shard is on disk."""
         if self.fill and keep_partial:
-            self._flush()
+            self._cut()
         self.fill = 0
-        self.buffers = []  # a shard's worth of memory per stream, not needed any more
+        self.pieces = [[] for _ in self.name_patterns]
+        self._settle(0)
+        for threads in (self.threads, self.stats_thread):
+            if threads is not None:
+                threads.shutdown()
 
-    def _flush(self) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
-        for pattern, buf in zip(self.name_patterns, self.buffers):
-            path = os.path.join(self.out_dir, pattern.format(self.index))
-            self.records.append(write_bin(path, buf[:self.fill], self.token_dtype))
+    def abandon(self) -> None:
+        """The run is failing or interrupted: the shards being written are finished and recorded, in
+        order, up to the first that fails (whole on disk, a restart need not redo them; and no thread
+        writes once the run is over); the run's own error is the one raised, not theirs."""
+        try:
+            self._settle(0)
+        except Exception:
+            pass
+        finally:
+            for threads in (self.threads, self.stats_thread):
+                if threads is not None:
+                    threads.shutdown(cancel_futures=True)
+
+    def _cut(self) -> None:
+        if self.threads is None:
+            os.makedirs(self.out_dir, exist_ok=True)
+            self.threads = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="shard-writer")
+            self.stats_thread = ThreadPoolExecutor(1, thread_name_prefix="shard-stats")
+        stats = None
         if self.stats is not None:
-            self.stats.feed(self.fill, np.concatenate(self.bos_in_buffer) if self.bos_in_buffer else np.zeros(0, np.int64))
+            bos = np.concatenate(self.bos_in_buffer) if self.bos_in_buffer else np.zeros(0, np.int64)
+            stats = self.stats_thread.submit(_fed, self.stats, self.fill, bos)
             self.bos_in_buffer = []
-        self.tokens_written += self.fill
+        note = self.at_cut(self.index) if self.at_cut is not None else None
+        futures = [self.threads.submit(write_bin, os.path.join(self.out_dir, pattern.format(self.index)), pieces,
+                                       self.token_dtype) for pattern, pieces in zip(self.name_patterns, self.pieces)]
+        self.writing.append((self.index, futures, note, self.fill, stats))
+        self.pieces = [[] for _ in self.name_patterns]
         self.fill = 0
         self.index += 1
-        if self.on_shard is not None:
-            self.on_shard(self.index - 1, self.tokens_written)
+        self._settle(WRITE_THREADS)
+
+    def _settle(self, keep: int) -> None:
+        """Record the shards on disk, in order, waiting until at most `keep` are still being written."""
+        while self.writing and (len(self.writing) > keep or all(f.done() for f in self.writing[0][1])):
+            index, futures, note, tokens, stats = self.writing.popleft()
+            self.records += [f.result() for f in futures]  # a failed write raises here
+            self.tokens_written += tokens
+            stats = stats.result() if stats is not None else None
+            if self.on_shard is not None:
+                self.on_shard(index, note, stats)
+
+
+def _fed(stats: DocStats, n: int, bos: np.ndarray) -> dict:
+    """Feed one shard to the statistics (on their thread); their state up to its end."""
+    stats.feed(n, bos)
+    return stats.state()

@@ -63,23 +63,24 @@ class DocStats:
             self.lengths[value] = self.lengths.get(value, 0) + count
 
     def _evaluate(self, positions: np.ndarray, final: bool) -> None:
-        """Windows whose tokens are all in the stream now (all of them, at its end)."""
+        """Windows whose tokens are all in the stream now (all of them, at its end). positions: sorted and
+        distinct, so the index of the k-th chosen start is lo + k (one search per window, not two)."""
         end = self.tokens
         for t in self.windows:
             # a window that starts just before the BOS at b holds 1 + the BOS tokens in [b, b+T-2]
-            last = end - t + 1  # its last token, b+T-2, is in the stream
-            chosen = positions[(positions >= self.next_any[t]) & (positions <= last)]
-            if chosen.size:
-                held = np.searchsorted(positions, chosen + t - 1, side="left") - np.searchsorted(positions, chosen)
+            lo = int(np.searchsorted(positions, self.next_any[t]))
+            hi = int(np.searchsorted(positions, end - t + 1, side="right"))  # its last token, b+T-2, is in the stream
+            if hi > lo:
+                held = np.searchsorted(positions, positions[lo:hi] + (t - 1)) - np.arange(lo, hi)
                 self.best_any[t] = max(self.best_any[t], 1 + int(held.max()))
-                self.next_any[t] = int(chosen[-1]) + 1
+                self.next_any[t] = int(positions[hi - 1]) + 1
             # a window that starts at the BOS b: the BOS tokens in [b, b+T-1] (cut at the end)
-            last = end if final else end - t
-            chosen = positions[(positions >= self.next_bos[t]) & (positions <= last)]
-            if chosen.size:
-                held = np.searchsorted(positions, chosen + t, side="left") - np.searchsorted(positions, chosen)
+            lo = int(np.searchsorted(positions, self.next_bos[t]))
+            hi = int(np.searchsorted(positions, end if final else end - t, side="right"))
+            if hi > lo:
+                held = np.searchsorted(positions, positions[lo:hi] + t) - np.arange(lo, hi)
                 self.best_bos[t] = max(self.best_bos[t], int(held.max()))
-                self.next_bos[t] = int(chosen[-1]) + 1
+                self.next_bos[t] = int(positions[hi - 1]) + 1
 
     def result(self) -> dict:
         """The statistics of the stream fed so far, as config.json holds them (keys: README, Output formats)."""

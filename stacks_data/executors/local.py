@@ -18,22 +18,32 @@ seconds, every time. So:
 - workers never outlive the main process: each holds the read end of a "lifeline" pipe whose only write
   end is the main process's, and exits the moment it closes (finished, failed, interrupted or SIGKILLed).
   The forkserver and the resource tracker then see their last client gone and exit too;
-- Ctrl-C is the main process's business: workers ignore SIGINT, so it prints no worker tracebacks.
+- Ctrl-C is the main process's business: workers ignore SIGINT, so it prints no worker tracebacks;
+- results cross without a copy in the main process beyond the pipe's own: a worker pickles an answer with
+  its arrays' bytes out of band (pickle protocol 5) and writes those bytes raw after it; the main process
+  reads them straight into the arrays' memory (os.readv), so a token costs it one read, not the three
+  copies of Connection.recv (its reads, its buffer, then unpickling). The main process's time per token
+  is the step's Amdahl ceiling (bench/bench_pretrain.py measures it).
 """
 
+import fcntl
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
 from multiprocessing import connection, forkserver, resource_tracker
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 from stacks_data import interrupts
 from stacks_data.errors import UserError, WorkerError
 from stacks_data.executors.worker import IN_FLIGHT, named_result, run_item, set_worker_state, worker_died
 
 STOP_WAIT = 0.5  # seconds a worker gets to end by itself, then again after SIGTERM, before SIGKILL
+PIPE_BYTES = 1 << 20  # a result pipe's capacity (Linux's default, 64 KB, means 16x the reads and wake-ups)
 _READY = "ready"
 
 
@@ -68,6 +78,10 @@ class _Worker:
     def __init__(self, context, fn: Callable, setup, lifeline):
         tasks_out, self.tasks = context.Pipe(duplex=False)
         self.results, results_in = context.Pipe(duplex=False)
+        try:
+            fcntl.fcntl(self.results.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except (AttributeError, OSError):  # not Linux, or above the system's limit: the default then
+            pass
         self.process = context.Process(target=_work, args=(fn, setup, tasks_out, results_in, lifeline), daemon=True)
         self.process.start()
         tasks_out.close()  # the worker's ends: closed here, so that either side sees the other go
@@ -198,7 +212,7 @@ def _read_answers(w: _Worker, answers: dict, sent: dict, on_done: Callable) -> b
     """Read what worker w has answered; False when it is gone."""
     try:
         while w.results.poll():
-            index, done_well, result = w.results.recv()
+            index, done_well, result = _receive(w.results)
             w.held.remove(index)
             answers[index] = (done_well, result)
             if done_well:
@@ -206,6 +220,22 @@ def _read_answers(w: _Worker, answers: dict, sent: dict, on_done: Callable) -> b
     except (EOFError, OSError):
         return False
     return w.process.is_alive()
+
+
+def _receive(results) -> tuple:
+    """One answer of a worker (_send's): its pickle, then its arrays' bytes, read into their own memory."""
+    payload, sizes = results.recv()
+    buffers = []
+    for size in sizes:
+        buffer = memoryview(bytearray(size)) if size < 4096 else memoryview(np.empty(size, np.uint8))
+        done = 0
+        while done < size:  # the worker is writing them now; a worker gone midway is EOF
+            n = os.readv(results.fileno(), [buffer[done:]])
+            if not n:
+                raise EOFError
+            done += n
+        buffers.append(buffer)
+    return pickle.loads(payload, buffers=buffers)
 
 
 def _raiser(error: BaseException) -> Callable:
@@ -270,12 +300,25 @@ def _work(fn: Callable, setup, tasks, results, lifeline) -> None:
                 error = e if isinstance(e, UserError) else WorkerError(f"{type(e).__name__}: {e}")
                 answer = (index, False, error)
             try:
-                results.send(answer)
-            except (TypeError, AttributeError, ValueError) as e:  # a result that does not pickle: a bug of ours
-                results.send((index, False, WorkerError(f"the result does not pickle ({type(e).__name__}: {e})")))
+                _send(results, answer)
+            except (TypeError, AttributeError, ValueError, pickle.PicklingError) as e:  # a bug of ours
+                _send(results, (index, False, WorkerError(f"the result does not pickle ({type(e).__name__}: {e})")))
     except (EOFError, OSError):  # the main process closed our pipes (done or stopping), or is gone
         pass
     os._exit(0)
+
+
+def _send(results, answer) -> None:
+    """An answer to the main process (see _receive): pickled with its arrays' bytes out of band, then
+    those bytes, written from the arrays' own memory."""
+    buffers = []
+    payload = pickle.dumps(answer, protocol=5, buffer_callback=buffers.append)  # raises before anything is sent
+    raw = [b.raw() for b in buffers]
+    results.send((payload, [r.nbytes for r in raw]))
+    for r in raw:
+        done = 0
+        while done < r.nbytes:
+            done += os.write(results.fileno(), r[done:])
 
 
 def _exit_with_parent(lifeline) -> None:

@@ -8,6 +8,7 @@ Each split is shuffled with random.Random(42), every conversation rendered with 
 """
 
 import argparse
+import contextlib
 import os
 import random
 import time
@@ -221,7 +222,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
                                        setup=(worker_setup, (tokenizer_dir, encoder, words, args.max_seq_len,
                                                              args.drop_unsupervised)),
                                        describe=lambda chunk: describe_chunk(split, mixture, chunk))
-    with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress:
+    with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress, _abandoned_on_error(writer):
         for ids, mask, n_valid, n_truncated, invalid, starts, (n_unsupervised, unsupervised_tokens) in results:
             for _, k, row, message in invalid:
                 if not args.skip_invalid:
@@ -249,6 +250,15 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
                  "unsupervised": {"count": unsupervised[0], "tokens": unsupervised[1],
                                   "dropped": args.drop_unsupervised}}
     return stats, documents, writer.records
+
+
+@contextlib.contextmanager
+def _abandoned_on_error(writer: ShardWriter):
+    try:
+        yield
+    except BaseException:
+        writer.abandon()
+        raise
 
 
 def describe_chunk(split: str, mixture: list, chunk) -> str:

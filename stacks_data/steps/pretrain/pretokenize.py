@@ -70,7 +70,8 @@ class SplitPacker:
         self.group_start = (*self.start, self.position, self.docs, self.chars, self.mismatches)
         self.stats = self._resumed_stats(bos_id, windows)
         self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=len(shards),
-                                  on_shard=self._on_shard, stats=self.stats, token_dtype=token_dtype)
+                                  on_shard=self._on_shard, at_cut=self._at_cut, stats=self.stats,
+                                  token_dtype=token_dtype)
 
     def _resumed_stats(self, bos_id: int, windows: tuple[int, ...]) -> DocStats:
         """The document statistics of the finished shards: as saved with the last one, else (a state of
@@ -129,16 +130,19 @@ class SplitPacker:
         self.mismatches += mismatches
         return len(tokens) - skip
 
-    def _on_shard(self, index: int, _) -> None:
-        # shard `index` is on disk: record where it ended, so a restart picks up from there
-        # (the counts are those before that row group: a restart tokenizes it again and counts it then)
+    def _at_cut(self, index: int) -> dict:
+        """Where shard `index` ends in the input, known as it is cut (the counts are those before that row
+        group: a restart tokenizes it again and counts it then)."""
         file, group, position, docs, chars, mismatches = self.group_start
+        return {"file": file, "group": group, "offset": (index + 1) * self.shard_size - position, "docs": docs,
+                "chars": chars, "mismatches": mismatches}
+
+    def _on_shard(self, index: int, end: dict, stats: dict) -> None:
+        # shard `index` is on disk: record where it ended (and the statistics up to there), so a restart
+        # picks up from there
         record = self.writer.records[-1]
-        self.done["shards"].append({"file": file, "group": group,
-                                    "offset": (index + 1) * self.shard_size - position, "docs": docs,
-                                    "chars": chars, "mismatches": mismatches, "size": record.size,
-                                    "sha256": record.sha256})
-        self.done["doc_stats"] = {"shards": index + 1, "state": self.stats.state()}
+        self.done["shards"].append({**end, "size": record.size, "sha256": record.sha256})
+        self.done["doc_stats"] = {"shards": index + 1, "state": stats}
         self.progress.save()
 
     def finish(self) -> dict:
@@ -171,7 +175,7 @@ class ShardRepair:
         start, self.record = repair_span(progress, split, index)
         self.files, self.start, self.skip = files, (start["file"], start["group"]), start["offset"]
         self.end = (self.record["file"], self.record["group"])
-        self.path = os.path.join(bin_dir, shard_name(split, index))
+        self.index, self.path = index, os.path.join(bin_dir, shard_name(split, index))
         self.writer = ShardWriter(bin_dir, [f"{split}_{{:06d}}.bin"], shard_size, first_index=index,
                                   token_dtype=token_dtype)
 
@@ -186,13 +190,13 @@ class ShardRepair:
                 first_row += metadata.row_group(group).num_rows
 
     def add(self, tokens: np.ndarray) -> None:
-        if self.writer.records:  # written: the rest of the row group belongs to the next shard
+        if self.writer.index > self.index:  # cut: the rest of the row group belongs to the next shard
             return
         skip, self.skip = self.skip, 0
         self.writer.add(tokens[skip:skip + self.writer.shard_size - self.writer.fill])
 
     def finish(self) -> None:
-        self.writer.close(keep_partial=not self.writer.records)  # a split's last shard may be shorter
+        self.writer.close(keep_partial=self.writer.index == self.index)  # a split's last shard may be shorter
         made = self.writer.records[0] if self.writer.records else None
         if made is None or (made.size, made.sha256) != (self.record["size"], self.record["sha256"]):
             raise OutputError(f"{os.path.basename(self.path)}, made again from its inputs, is not the shard "
@@ -219,13 +223,17 @@ def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size
     current = None
     results = executor.map(tokenize_row_group, work(), describe=describe_task,
                            setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)))
-    for tokens, *_ in bar(iterable=results, desc="repair", unit="row group"):
-        repair = pending.popleft()
-        if repair is not current and current is not None:
-            current.finish()  # one shard's buffer at a time
-        current = repair
-        repair.add(tokens)
-    current.finish()
+    try:
+        for tokens, *_ in bar(iterable=results, desc="repair", unit="row group"):
+            repair = pending.popleft()
+            if repair is not current and current is not None:
+                current.finish()  # one shard's tokens at a time
+            current = repair
+            repair.add(tokens)
+        current.finish()
+    except BaseException:
+        current.writer.abandon()
+        raise
     read, still_read = repair_files(progress, paths), set(resuming_files(progress, paths))
     progress.repairs = {split: [] for split in progress.repairs}
     for path in dict.fromkeys(read):
@@ -299,6 +307,10 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
                 fetched = (f"downloaded {shards.shards_ready()}/{len(order)}, in "
                            f"{shards.downloaded_bytes / elapsed / 1e6:.1f} MB/s, " if shards.downloads else "")
                 display.set_postfix_str(f"{fetched}out {new_tokens / elapsed / 1e6:.2f}M tok/s")
+    except BaseException:
+        for packer in packers:
+            packer.writer.abandon()
+        raise
     finally:
         shards.close()
     stats = {packer.split: packer.finish() for packer in packers}

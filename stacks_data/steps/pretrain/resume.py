@@ -28,7 +28,7 @@ import shutil
 from typing import Callable
 
 from stacks_data.dataset import layout
-from stacks_data.dataset.files import FileRecord, file_damage, read_json, write_json
+from stacks_data.dataset.files import FileRecord, file_damage, read_json, write_bytes
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, find_manifests, read_manifest, relative
 from stacks_data.errors import OutputError, UserError
 from stacks_data.executors.threads import thread_map
@@ -79,7 +79,8 @@ class ResumeState:
             self.state = json.load(f)
 
     def save(self) -> None:
-        write_json(self.path, self.state)
+        # compact: json's C encoder (an indented dump is pure Python, ~20 ms a shard on the main thread)
+        write_bytes(self.path, [json.dumps(self.state, separators=(",", ":")).encode()])
 
     def split(self, split: str) -> dict:
         return self.state["splits"][split]
