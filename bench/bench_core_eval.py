@@ -98,9 +98,12 @@ def main():
     times = {}
     for encoder in ("tiktoken", "fastokens"):
         for workers in sorted({1, args.num_workers}):
-            t0 = time.time()
+            t0, cpu0 = time.time(), time.thread_time()
             run_step("core-eval", common + ["--out-dir", work, "--num-workers", str(workers), "--encoder", encoder])
             times[encoder, workers] = time.time() - t0
+            if workers > 1:  # the serial part: the main thread's CPU (tasks are whole: it only orders and saves)
+                print(f"core_eval --encoder {encoder} --num-workers {workers}: main thread {time.thread_time() - cpu0:.1f}s "
+                      f"of CPU in {times[encoder, workers]:.1f}s", flush=True)
     if args.skip_naive:
         for (encoder, workers), seconds in times.items():
             print(f"core_eval --encoder {encoder:9} --num-workers {workers}: {seconds:6.1f}s "

@@ -34,6 +34,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from stacks_data.steps import sft
 from stacks_data.sources import sft as sft_sources  # noqa: E402
 from stacks_data.executors import ordered_map, worker_state  # noqa: E402
+from stacks_data.flags import Frozen  # noqa: E402
 from stacks_data.sources.parquet import iter_texts  # noqa: E402
 from stacks_data.tokenizer import RustBPETokenizer, capped_texts, conversation_plan  # noqa: E402
 
@@ -79,14 +80,17 @@ def build_mirror(work, hub, texts, rows):
 
 
 def step_args(out_dir, mirror, args, encoder="tiktoken"):
+    """The step's settings, as the command line builds them (checked, then frozen)."""
     parser = argparse.ArgumentParser()
     sft.add_arguments(parser)
-    return parser.parse_args([
+    parsed = parser.parse_args([
         "--out-dir", out_dir, "--dataset-name", "bench", "--skip-upload", "--hf-mirror", mirror,
         "--words-file", args.words, "--num-workers", str(args.num_workers),
         "--simple-spelling-size", str(args.simple_spelling_size),
         "--spelling-bee-size", str(args.spelling_bee_size), "--encoder", encoder,
     ])
+    sft.check_args(parsed)
+    return Frozen(parsed)
 
 
 def mixture_texts(step):
@@ -142,11 +146,11 @@ def main():
         mirror = build_mirror(work, args.hub, texts, args.smoltalk_rows)
         step = step_args(os.path.join(work, "out"), mirror, args)  # for mixture_texts
 
-        step_times = {}
+        step_times, main_cpu = {}, {}
         for encoder in ("tiktoken", "fastokens"):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.thread_time()
             sft.run(step_args(os.path.join(work, "out"), mirror, args, encoder))
-            step_times[encoder] = time.perf_counter() - t0
+            step_times[encoder], main_cpu[encoder] = time.perf_counter() - t0, time.thread_time() - cpu0
         config = json.load(open(os.path.join(work, "out", "bench", "sft", "config.json")))
         step_tokens = config["val_tokens"] + config["train_tokens"]
         conversations = config["val_conversations"] + config["train_conversations"]
@@ -167,6 +171,11 @@ def main():
         print(f"sft step --encoder {encoder:9} (load+render+write): {step_tokens:,} tokens in {seconds:.2f}s = "
               f"{rate / 1e6:.2f} M tok/s: {rate / base_rate:.2f}x encode_ordinary_batch (target >= 0.5x), "
               f"{rate / floor:.2f}x the floor, {step_times['tiktoken'] / seconds:.2f}x the tiktoken step")
+        # the serial part: what the main thread spends per token (loading, mixing, ordering, packing) caps the
+        # step at 1e9 / ns tokens/s whatever the workers (the whole step, not only its shard writing)
+        ns = main_cpu[encoder] / step_tokens * 1e9
+        print(f"        main thread {ns:.1f} ns/token of CPU: at most {1e3 / ns:.0f} M tok/s, "
+              f"{1e9 / ns / (rate / args.num_workers):.0f} workers at this run's rate per worker")
 
 
 if __name__ == "__main__":

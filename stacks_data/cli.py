@@ -21,7 +21,7 @@ from stacks_data.dataset import layout
 from stacks_data.errors import FlagError, UserError, WorkerError, from_os_error
 
 # subcommand -> module with add_arguments(parser), check_args(args) (which may return the step's settings)
-# and run(settings, else args) (the layout's table);
+# and run(settings): its own frozen settings, else its checked flags frozen (flags.Frozen) (the layout's table);
 # the data/*.py scripts call these too
 COMMANDS = {command.name: command.module for command in layout.COMMANDS}
 
@@ -85,13 +85,13 @@ def run_step(command: str, argv: list[str] | None = None) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from stacks_data.flags import check_upload
+    from stacks_data.flags import Frozen, check_upload
 
-    # every flag, alone and together, before any download or write; a step that has its settings object
-    # gets it, frozen, and never sees `args`
+    # every flag, alone and together, before any download or write; then the settings, frozen: no
+    # command sees `args` below this line (a step with a settings object of its own gets that)
     settings = args.module.check_args(args)
     check_upload(args)  # the network last
-    args.module.run(args if settings is None else settings)
+    args.module.run(settings or Frozen(args))
 
 
 class Terminated(KeyboardInterrupt):

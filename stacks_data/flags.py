@@ -16,6 +16,30 @@ from stacks_data.tokenizer import TOKENIZER_FILE, RustBPETokenizer
 DEFAULT_DATASET_NAME = "fineweb_edu_32k_8_370"  # step 1's name at its default flags
 
 
+class Frozen:
+    """A command's flags once check_args has checked (and completed) them, frozen: what its run() and
+    everything below it read, never `args` (a list flag becomes a tuple). Step 1, with many settings,
+    declares its own frozen dataclass instead (steps/pretrain/step.Settings)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, args: argparse.Namespace):
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items() if k != "module"}
+        object.__setattr__(self, "_values", values)
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"the settings are frozen: {name} cannot change below the command line")
+
+    def __repr__(self) -> str:
+        return f"Frozen({self._values!r})"
+
+
 def available_cpus() -> int:
     """The CPUs this process may run on (its affinity mask, e.g. under taskset or a cgroup-aware
     scheduler), not the machine's count."""

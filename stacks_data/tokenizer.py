@@ -240,7 +240,8 @@ class Special:
 
 
 def conversation_plan(conversation: dict) -> list[tuple[str | Special, int]]:
-    """The flat list of (text or Special, mask) a conversation renders to, validated.
+    """The flat list of (text or Special, mask) a conversation renders to, validated: the one check of
+    a conversation's roles and contents (the SFT sources use it too, on each row as they read it).
 
     Kept apart from encoding: what a conversation renders to, apart from how text is encoded.
     """
@@ -250,7 +251,8 @@ def conversation_plan(conversation: dict) -> list[tuple[str | Special, int]]:
     if messages[0].get("role") == "system":
         # the chat format has no system role: fold it into the first user message
         if len(messages) < 2 or messages[1].get("role") != "user":
-            raise ValueError("message 1: a system message must be followed by a user message")
+            raise ValueError(f"message 1: expected role 'user' after a system message, got "
+                             f"{messages[1].get('role') if len(messages) > 1 else None!r}")
         first = dict(messages[1])
         first["content"] = _string_content(messages[0], 0) + "\n\n" + _string_content(messages[1], 1)
         messages = [first] + messages[2:]

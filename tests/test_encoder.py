@@ -133,7 +133,7 @@ def test_a_worker_killed_is_one_line_naming_the_item():
 
 def test_a_pool_started_right_after_a_failed_one_starts():
     # a failed run kills its forkserver; the next pool must start a new one, not reach the dead one
-    for _ in range(5):  # before the fix, 23 pools of 40 failed to start
+    for _ in range(3):  # before the fix, 23 pools of 40 failed to start
         with pytest.raises(WorkerError) as error:
             list(ordered_map(_fails_on_two, [1, 2, 3], 2))
         assert "ValueError: two" in str(error.value)
@@ -273,3 +273,45 @@ def test_a_corrupt_data_page_names_the_file_and_row_group(tmp_path):
                               "--vocab-size", "320", "--num-workers", "2", "--out-dir", str(tmp_path / "out"),
                               "--skip-upload", "--baselines-dir", str(tmp_path / "baselines")])
     assert f"({path} rows 25+)" in str(error.value) and "cannot read row group 1" in str(error.value)
+
+
+def _double_where(n):
+    return 2 * n, os.getpid()
+
+
+def test_a_started_pool_serves_every_map_of_its_function_then_stops():
+    import multiprocessing
+    from stacks_data.executors import Executor
+    with Executor(2).started(_double_where) as executor:
+        first = list(executor.map(_double_where, range(20)))
+        second = list(executor.map(_double_where, range(5)))
+        assert [n for n, _ in first] == list(range(0, 40, 2)) and [n for n, _ in second] == [0, 2, 4, 6, 8]
+        assert {pid for _, pid in second} <= {pid for _, pid in first} != {os.getpid()}  # the same workers
+        assert list(executor.map(_fails_on_two, [1])) == [1]  # another function: a pool of its own
+    assert not multiprocessing.active_children()
+
+
+def test_a_started_pool_that_failed_is_not_used_again():
+    import multiprocessing
+    from stacks_data.executors import Executor
+    with Executor(2).started(_fails_on_two) as executor:
+        with pytest.raises(WorkerError, match="ValueError: two"):
+            list(executor.map(_fails_on_two, [1, 2, 3]))
+        with pytest.raises(WorkerError, match="stopped after an error"):
+            list(executor.map(_fails_on_two, [1]))
+    assert not multiprocessing.active_children()
+
+
+def test_one_started_worker_is_this_process_set_up_once():
+    from stacks_data.executors import Executor, worker_state
+    calls = []
+    setup = (calls.append, ("set up",))
+    with Executor(1).started(_state_of, setup) as executor:
+        assert list(executor.map(_state_of, [1, 2], setup=setup)) == [(1, None), (2, None)]  # append's result
+        list(executor.map(_state_of, [3], setup=setup))
+    assert calls == ["set up"] and worker_state() is None
+
+
+def _state_of(n):
+    from stacks_data.executors import worker_state
+    return n, worker_state()

@@ -94,6 +94,7 @@ def pretrain_argv(root, out="out", parquet="parquet", *extra):
             "--num-workers", "1", "--skip-upload", "--baselines-dir", str(root / "baselines"), *extra]
 
 
+@pytest.mark.slow  # a kill matrix: in CI's slow step (the README's test command stays short)
 def test_pretrain_killed_anywhere_then_rerun_gives_the_same_bytes(corpus):
     writes = count_writes(pretrain_argv(corpus, "ref"), corpus)  # tokenizer, report, shards + progress, ...
     reference = tree(corpus / "ref" / "ds")
@@ -187,6 +188,7 @@ def step_argv(step, *extra):
     return [step, "--out-dir", "out", "--dataset-name", "ds", "--skip-upload", *workers, *STEPS[step][1], *extra]
 
 
+@pytest.mark.slow  # a kill matrix: in CI's slow step (the README's test command stays short)
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_anywhere_leaves_the_old_folder_or_the_new_one(dataset, step):
     sub = STEPS[step][0]
@@ -355,6 +357,7 @@ def gone_within(pgid: int, seconds: float) -> bool:
     return True
 
 
+@pytest.mark.slow  # a kill matrix: in CI's slow step (the README's test command stays short)
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_no_process_outlives_its_run(corpus, how):
     run = start_big_run(corpus)

@@ -9,10 +9,11 @@ flight and give results in item order, so outputs do not depend on the number of
 executor. reaper.py ends a local Ray instance's processes with the run.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from stacks_data.executors.local import ordered_map
+from stacks_data.executors.local import StartedPool, ordered_map
 from stacks_data.executors.worker import IN_FLIGHT, run_item, worker_state
 
 __all__ = ["EXECUTORS", "Executor", "IN_FLIGHT", "ordered_map", "run_item", "worker_state"]
@@ -42,3 +43,29 @@ class Executor:
 
             return ray_map(fn, items, self.num_workers, setup, describe, on_done, self.ray_address)
         return ordered_map(fn, items, self.num_workers, setup, describe, on_done)
+
+    @contextlib.contextmanager
+    def started(self, fn: Callable, setup: tuple[Callable, tuple] | None = None):
+        """`with executor.started(fn, setup) as e:` e maps like this executor; the workers for fn and setup
+        start now, beside the block's other work (local processes: their start-up is then off the
+        critical path; with one worker, the setup runs beside the block, for this process), and e's maps
+        of that fn and setup use them. With Ray, e is this executor."""
+        if self.kind != "local":
+            yield self
+            return
+        with StartedPool(fn, self.num_workers, setup) as pool:
+            yield _WithStartedPool(self, pool)
+
+
+@dataclass(frozen=True)
+class _WithStartedPool:
+    """An Executor whose maps of one fn and setup run on a pool started ahead (Executor.started)."""
+
+    executor: Executor
+    pool: StartedPool
+
+    def map(self, fn: Callable, items: Iterable, setup: tuple[Callable, tuple] | None = None,
+            describe: Callable = repr, on_done: Callable | None = None) -> Iterator:
+        if fn is self.pool.fn and setup == self.pool.setup:
+            return self.pool.ordered_map(items, describe, on_done)
+        return self.executor.map(fn, items, setup, describe, on_done)

@@ -56,20 +56,72 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
     if num_workers == 1:
         set_worker_state(setup)
         try:
-            for item in items:
-                result = named_result(lambda: run_item(fn, item), item, describe)
-                on_done(item)
-                yield result
+            yield from _in_this_process(fn, items, describe, on_done)
         finally:
             set_worker_state(None)
         return
     pool = _Pool(fn, num_workers, setup)
-    try:
-        yield from pool.ordered(items, describe, on_done)
-    except BaseException:  # failed, interrupted or abandoned by the consumer: no worker goes on
-        pool.stop(abandoned=True)
-        raise
+    yield from pool.mapped(items, describe, on_done)
     pool.stop()
+
+
+def _in_this_process(fn: Callable, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
+    """One worker: the items run here, in turn, with this process's worker state (set_worker_state)."""
+    for item in items:
+        result = named_result(lambda: run_item(fn, item), item, describe)
+        on_done(item)
+        yield result
+
+
+class StartedPool:
+    """A pool for fn and setup, started now on a thread of its own: the forkserver's start and each
+    worker's setup (loading the tokenizer, its self-check) run while the caller does other work, off the
+    critical path (with one worker, the setup runs on that thread, for this process). `with
+    StartedPool(...) as started:` then started.ordered_map(...) as many times as wanted (ordered_map's
+    contract); the block's end stops the workers."""
+
+    def __init__(self, fn: Callable, num_workers: int, setup: tuple[Callable, tuple] | None):
+        self.fn, self.setup, self.num_workers, self.pool, self.error = fn, setup, num_workers, None, None
+        self.thread = threading.Thread(target=self._start, daemon=True)
+
+    def _start(self) -> None:
+        try:
+            if self.num_workers == 1:
+                set_worker_state(self.setup)  # its error, if any, is raised by the first item (run_item)
+            else:
+                self.pool = _Pool(self.fn, self.num_workers, self.setup)
+        except BaseException as e:  # raised in the caller's thread, by its first map
+            self.error = e
+
+    def __enter__(self) -> "StartedPool":
+        self.thread.start()
+        return self
+
+    def ordered_map(self, items: Iterable, describe: Callable = repr, on_done: Callable | None = None) -> Iterator:
+        while self.thread.is_alive():
+            self.thread.join(0.1)  # in slices: a signal's handler runs between them
+        if self.error is not None:
+            raise self.error
+        if self.num_workers == 1:
+            yield from _in_this_process(self.fn, items, describe, on_done or (lambda item: None))
+            return
+        if self.pool is None:
+            raise WorkerError("the worker pool was stopped after an error", "the worker pool", "rerun the same command")
+        pool = self.pool
+        try:
+            yield from pool.mapped(items, describe, on_done or (lambda item: None))
+        except BaseException:
+            self.pool = None  # stopped by mapped: not to be used again
+            raise
+
+    def __exit__(self, *exc) -> None:
+        while self.thread.is_alive():  # a start cut short by the caller's error: let it end, then stop it
+            self.thread.join(0.1)
+        if self.num_workers == 1:
+            set_worker_state(None)
+        if self.pool is not None:
+            self.pool.stop(abandoned=exc[0] is not None)
+            self.pool = None
 
 
 class _Worker:
@@ -137,6 +189,15 @@ class _Pool:
             raise
         finally:
             lifeline.close()
+
+    def mapped(self, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
+        """ordered(), with the pool stopped when the map fails, is interrupted or is abandoned by its
+        consumer: no worker goes on (a map that ends well leaves it ready for another)."""
+        try:
+            yield from self.ordered(items, describe, on_done)
+        except BaseException:
+            self.stop(abandoned=True)
+            raise
 
     def ordered(self, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
         sent: dict[int, object] = {}  # index -> item, until its result is yielded

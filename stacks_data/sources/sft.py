@@ -26,6 +26,7 @@ from stacks_data.dataset.files import read_text
 from stacks_data.remote.hub import cache_root, dataset_files
 from stacks_data.sources.multiple_choice import check_mmlu_row, hf_shuffle_order, load_mmlu, render_mc
 from stacks_data.sources.parquet import open_parquet, read_rows
+from stacks_data.tokenizer import conversation_plan
 
 SMOLTALK_REPO = "HuggingFaceTB/smol-smoltalk"
 GSM8K_REPO = "openai/gsm8k"
@@ -195,20 +196,23 @@ def conversations(render: Callable, payload, words: tuple[list[str], list[str]] 
 
 
 def check_messages(messages, allow_system: bool) -> None:
-    """At least 2 messages alternating user/assistant from a user message (after an optional
-    leading system message), all contents strings."""
+    """A row's messages as a source must give them: a list of {role, content} with string contents, at
+    least one user/assistant exchange (after an optional leading system message), in the roles' order
+    that rendering checks (tokenizer.conversation_plan: one check, not two)."""
     if not isinstance(messages, list):
         raise Invalid(f"expected a list of messages, got {type(messages).__name__}")
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("content"), str):
             raise Invalid(f"message {i}: expected {{role, content}} with a string content")
-    start = 1 if allow_system and messages and messages[0].get("role") == "system" else 0
-    if len(messages) - start < 2:
-        raise Invalid(f"expected at least 2 user/assistant messages, got {len(messages) - start}")
-    for i in range(start, len(messages)):
-        expected = "user" if (i - start) % 2 == 0 else "assistant"
-        if messages[i].get("role") != expected:
-            raise Invalid(f"message {i}: expected role {expected!r}, got {messages[i].get('role')!r}")
+    if not allow_system and messages and messages[0].get("role") == "system":
+        raise Invalid("message 0: expected role 'user', got 'system'")
+    try:
+        conversation_plan({"messages": messages})
+    except ValueError as e:
+        raise Invalid(str(e)) from None
+    turns = len(messages) - (messages[0].get("role") == "system" if messages else 0)
+    if turns < 2:
+        raise Invalid(f"expected at least 2 user/assistant messages, got {turns}")
 
 
 def smoltalk_conversation(messages, words=None) -> dict:

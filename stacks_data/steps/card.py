@@ -52,8 +52,8 @@ def check_args(args: argparse.Namespace) -> None:
     flags.check_input_dir(args.dataset_dir, "DIR")
 
 
-def run(args: argparse.Namespace) -> None:
-    record = write_card(args.dataset_dir)
+def run(settings: flags.Frozen) -> None:
+    record = write_card(settings.dataset_dir)
     print(f"wrote {record.path} ({human_bytes(record.size)})")
 
 

@@ -141,29 +141,29 @@ def check_args(args: argparse.Namespace) -> None:
     flags.check_eval_step(args, "--hf-mirror")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: flags.Frozen) -> None:
     t0 = time.time()
-    dataset = flags.dataset_dir(args)
+    dataset = flags.dataset_dir(settings)
     with DatasetLock(dataset, STEP.name):
-        tok = flags.load_tokenizer(args)
-        tasks = {label: load_task(label, args.hf_mirror) for label in TASKS}  # all inputs checked first
+        tok = flags.load_tokenizer(settings)
+        tasks = {label: load_task(label, settings.hf_mirror) for label in TASKS}  # all inputs checked first
         with StagedFolder(dataset, STEP.folder) as folder:
             records, entries = [], []
             for label, items in tasks.items():
                 t = time.time()
-                payload, skipped = tokenize_task(tok, label, items, args.max_seq_len)
+                payload, skipped = tokenize_task(tok, label, items, settings.max_seq_len)
                 records.append(torch_save(payload, os.path.join(folder.path, f"{label}.pt")))
                 entries.append({"label": label, "file": f"{label}.pt", "task_type": "categorical",
                                 "num_examples": payload["num_examples"],
                                 "random_baseline": payload["random_baseline"], "num_skipped": skipped})
                 print(f"{label}: {len(items):,} items, {payload['num_examples']:,} kept, {skipped:,} skipped "
-                      f"(> {args.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
+                      f"(> {settings.max_seq_len} tokens), random baseline {payload['random_baseline']:.4f}, "
                       f"{human_bytes(records[-1].size)}, {time.time() - t:.1f}s")
-            config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
-                      "tokenizer_fingerprint": tok.fingerprint(), "source": hub.source_of(args.hf_mirror),
+            config = {"max_seq_len": settings.max_seq_len, "bos_id": tok.get_bos_token_id(),
+                      "tokenizer_fingerprint": tok.fingerprint(), "source": hub.source_of(settings.hf_mirror),
                       "tasks": entries}
             manifest = folder.publish(STEP.name, config, records)
         total = sum(task["num_examples"] for task in entries)
         print(f"wrote {total:,} sequences in {len(entries)} tasks to {folder.final} in {time.time() - t0:.1f}s")
-        if not args.skip_upload:
-            hub.upload_dataset(dataset, flags.hub_repo_id(args), [manifest])
+        if not settings.skip_upload:
+            hub.upload_dataset(dataset, flags.hub_repo_id(settings), [manifest])

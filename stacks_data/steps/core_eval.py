@@ -424,27 +424,27 @@ def check_args(args: argparse.Namespace) -> None:
     flags.check_eval_step(args, "--eval-bundle")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: flags.Frozen) -> None:
     t0 = time.time()
-    dataset = flags.dataset_dir(args)
+    dataset = flags.dataset_dir(settings)
     with DatasetLock(dataset, STEP.name):
-        bundle = args.eval_bundle or fetch_bundle(args.eval_bundle_url, args.out_dir)
+        bundle = settings.eval_bundle or fetch_bundle(settings.eval_bundle_url, settings.out_dir)
         tasks = load_bundle(bundle)
         for task in tasks:  # every row checked before any work (0.3 s for the whole bundle; workers read them again)
             load_examples(task)
-        tok = flags.load_tokenizer(args)
+        tok = flags.load_tokenizer(settings)
         with StagedFolder(dataset, STEP.folder) as folder:
             # biggest tasks first, so that one does not start last and run alone; each task's file is the
             # same whatever the order, and config.json lists them in core.yaml order
             order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))
-            items = [(tasks[i], folder.path, args.max_seq_len) for i in order]
-            results = flags.executor(args, len(tasks)).map(
-                _process_task, items, setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(args), tok.encoder.name)),
+            items = [(tasks[i], folder.path, settings.max_seq_len) for i in order]
+            results = flags.executor(settings, len(tasks)).map(
+                _process_task, items, setup=(RustBPETokenizer.for_work, (flags.tokenizer_dir(settings), tok.encoder.name)),
                 describe=_describe)
             done = dict(zip(order, bar(iterable=results, total=len(tasks), desc="core eval tasks", unit="task")))
             entries = [done[i] for i in range(len(tasks))]
-            source = os.path.abspath(args.eval_bundle) if args.eval_bundle else args.eval_bundle_url
-            config = {"max_seq_len": args.max_seq_len, "bos_id": tok.get_bos_token_id(),
+            source = os.path.abspath(settings.eval_bundle) if settings.eval_bundle else settings.eval_bundle_url
+            config = {"max_seq_len": settings.max_seq_len, "bos_id": tok.get_bos_token_id(),
                       "tokenizer_fingerprint": tok.fingerprint(), "source": {"eval_bundle": source},
                       "tasks": [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]}
             manifest = folder.publish(STEP.name, config, [e["_record"] for e in entries])
@@ -455,5 +455,5 @@ def run(args: argparse.Namespace) -> None:
               f"{sum(e['num_sequences'] for e in entries):,} sequences, {sum(e['_tokens'] for e in entries):,} "
               f"tokens, {human_bytes(sum(e['_record'].size for e in entries))} in {folder.final} "
               f"({time.time() - t0:.1f}s)")
-        if not args.skip_upload:
-            hub.upload_dataset(dataset, flags.hub_repo_id(args), [manifest])
+        if not settings.skip_upload:
+            hub.upload_dataset(dataset, flags.hub_repo_id(settings), [manifest])

@@ -64,14 +64,14 @@ def check_args(args: argparse.Namespace) -> None:
     check_output_folders(flags.dataset_dir(args), flags.tokenizer_dir(args))
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: flags.Frozen) -> None:
     t0 = time.time()
-    repo_id, dest = flags.hub_repo_id(args), flags.dataset_dir(args)
+    repo_id, dest = flags.hub_repo_id(settings), flags.dataset_dir(settings)
     offline = "on a machine without network, copy the dataset folder instead and check it with `stacks-data verify`"
     with DatasetLock(dest, layout.DOWNLOAD.name):
         names = hub.list_files(repo_id, "*", offline=offline)
         # where the layout puts manifests, and nowhere deeper: what verify reads too
-        manifests = [n for n in names if published.manifest_paths().get(n) in args.steps]
+        manifests = [n for n in names if published.manifest_paths().get(n) in settings.steps]
         check_no_symlink(dest, [*manifests, ".cache/huggingface"])  # huggingface_hub's metadata goes there
         hub.fetch_files(repo_id, manifests, dest, offline=offline)  # small: always fetched anew
         expected = {}  # repo path -> manifest entry
@@ -81,12 +81,12 @@ def run(args: argparse.Namespace) -> None:
         if not manifests:
             print(f"warning: {repo_id} has no manifest.json (published without stacks-data?): its files are "
                   "downloaded but cannot be verified", file=sys.stderr)
-        wanted = select(names if not manifests else sorted(expected), args, bool(manifests))
+        wanted = select(names if not manifests else sorted(expected), settings, bool(manifests))
         if not wanted:
             raise InputError("nothing to download for these flags", repo_id, "check --steps and --dataset-name")
         check_no_symlink(dest, wanted)
 
-        bad = fetch_checked(repo_id, dest, wanted, expected, args.num_workers, offline)
+        bad = fetch_checked(repo_id, dest, wanted, expected, settings.num_workers, offline)
         left_out = sorted(set(expected) - set(wanted))
         partial = os.path.join(dest, PARTIAL_FILE)
         if left_out:
@@ -113,9 +113,9 @@ def check_no_symlink(dest: str, paths: list[str]) -> None:
                               dest, "remove the symlink (or download into another --out-dir)")
 
 
-def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> list[str]:
+def select(paths: list[str], settings: flags.Frozen, from_manifests: bool) -> list[str]:
     """The repo paths to fetch for the flags: the wanted steps' files, the first N train shards."""
-    steps = [layout.PRETRAIN.name] if args.tokenizer_only else args.steps
+    steps = [layout.PRETRAIN.name] if settings.tokenizer_only else settings.steps
     chosen = []
     for path in paths:
         step = layout.step_of(path)
@@ -125,11 +125,11 @@ def select(paths: list[str], args: argparse.Namespace, from_manifests: bool) -> 
             continue  # a listing names no hidden, deep or odd path we would write
         if not from_manifests and not any(fnmatch.fnmatch(path, p) for p in step.published_before_manifests):
             continue
-        if args.tokenizer_only and not (path.startswith(f"{layout.TOKENIZER_FOLDER}/") or path in (CONFIG_FILE, MANIFEST_FILE)):
+        if settings.tokenizer_only and not (path.startswith(f"{layout.TOKENIZER_FOLDER}/") or path in (CONFIG_FILE, MANIFEST_FILE)):
             continue
         chosen.append(path)
-    if args.num_train_shards >= 0:
-        train = set(sorted(p for p in chosen if _is_train_shard(p))[:args.num_train_shards])
+    if settings.num_train_shards >= 0:
+        train = set(sorted(p for p in chosen if _is_train_shard(p))[:settings.num_train_shards])
         chosen = [p for p in chosen if not _is_train_shard(p) or p in train]
     return chosen
 

@@ -203,21 +203,21 @@ def describe_header(path: str, header: np.ndarray) -> str:
     return f"{os.path.basename(path)}: magic {header[0]}, version {header[1]}, {kind} tokens, {header[2]:,} tokens"
 
 
-def show_documents(split: Split, tok: RustBPETokenizer | None, bos: int | None, args, terminal: bool) -> None:
+def show_documents(split: Split, tok: RustBPETokenizer | None, bos: int | None, settings, terminal: bool) -> None:
     stream = Stream(split.paths)
     masks = Stream(split.masks) if split.masks else None
     print(describe_header(split.paths[0], stream.headers[0]))
     if bos is None:  # no tokenizer and no config: no documents to speak of
-        n = args.max_tokens or OVERVIEW_TOKENS
+        n = settings.max_tokens or OVERVIEW_TOKENS
         print(f"--- first {min(n, len(stream)):,} token ids (no tokenizer found, so no documents) ---")
         print(render(stream.read(0, n), None, None, terminal))
         return
-    wanted = [args.doc] if args.doc is not None else list(range(OVERVIEW_DOCS))
-    max_tokens = args.max_tokens or (None if args.doc is not None else OVERVIEW_TOKENS)
+    wanted = [settings.doc] if settings.doc is not None else list(range(OVERVIEW_DOCS))
+    max_tokens = settings.max_tokens or (None if settings.doc is not None else OVERVIEW_TOKENS)
     # reads up to the end of the last document wanted (the next <|bos|>), no further
     starts, seen = stream.bos_positions(bos, first=wanted[0], stop_after=wanted[-1] + 2)
-    if args.doc is not None and args.doc >= seen:
-        raise InputError(f"the split has {seen:,} documents, so no document {args.doc}",
+    if settings.doc is not None and settings.doc >= seen:
+        raise InputError(f"the split has {seen:,} documents, so no document {settings.doc}",
                          split.paths[0], f"pass --doc below {seen:,}")
     if wanted[0] == 0 and starts.size and starts[0] != 0:
         print(f"({starts[0]:,} tokens before the first <|bos|> continue a document of the previous shard)")
@@ -268,30 +268,30 @@ def plot_lengths(splits: dict[str, Split], bos: int, path: str) -> None:
     print(f"wrote {path}")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: flags.Frozen) -> None:
     try:
-        inspect(args)
+        inspect(settings)
     except BrokenPipeError:  # `inspect ... | head`: the reader has seen enough
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
 
 
-def inspect(args: argparse.Namespace) -> None:
+def inspect(settings: flags.Frozen) -> None:
     terminal = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    if os.path.isdir(args.path):
-        root = args.path
+    if os.path.isdir(settings.path):
+        root = settings.path
         config, splits = folder_splits(root)
         if not splits:
             raise InputError("no shards: config.json lists none (or is missing)", root,
                              "pass a dataset folder a step finished, or one .bin file")
-        name = args.split or ("val" if "val" in splits else next(iter(splits)))
+        name = settings.split or ("val" if "val" in splits else next(iter(splits)))
         if name not in splits:
             raise FlagError(f"this dataset has no {name} split (it has {', '.join(splits)})", "--split",
                             f"pass one of {', '.join(splits)}")
         shown = splits[name]
     else:
-        root = dataset_root(args.path)
+        root = dataset_root(settings.path)
         config = read_config(os.path.join(root, "config.json")) if root else {}
-        shown = file_split(args.path)
+        shown = file_split(settings.path)
         splits = {shown.name: shown}
     tok = None
     if root and os.path.isfile(os.path.join(root, "tokenizer", TOKENIZER_FILE)):
@@ -303,21 +303,21 @@ def inspect(args: argparse.Namespace) -> None:
     print(f"{'split':<16}{'shards':>7}{'tokens':>16}{'documents':>14}")
     for split in splits.values():
         tokens, documents = split.tokens, split.documents
-        if os.path.isfile(args.path):  # one file: its header's count, and its documents (one shard's scan)
+        if os.path.isfile(settings.path):  # one file: its header's count, and its documents (one shard's scan)
             stream = Stream(split.paths)
             tokens = len(stream)
             documents = stream.bos_positions(bos)[1] if bos is not None else None
         shards = f"{len(split.paths)}" if len(split.paths) == split.shards else f"{len(split.paths)}/{split.shards}"
         print(f"{split.name:<16}{shards:>7}{_count(tokens):>16}{_count(documents):>14}")
-    if os.path.isdir(args.path):
+    if os.path.isdir(settings.path):
         partial = any(len(split.paths) < split.shards for split in splits.values())
         print("(counts from config.json" + ("; n/m: n of the split's m shards are here)" if partial else ")"))
-    show_documents(shown, tok, bos, args, terminal)
-    if args.plot:
+    show_documents(shown, tok, bos, settings, terminal)
+    if settings.plot:
         if bos is None:
-            raise InputError("no tokenizer or config.json beside the file: its documents are unknown", args.path,
+            raise InputError("no tokenizer or config.json beside the file: its documents are unknown", settings.path,
                              "inspect it inside its dataset folder")
-        plot_lengths(splits, bos, args.plot)
+        plot_lengths(splits, bos, settings.plot)
 
 
 def _count(n) -> str:

@@ -76,28 +76,28 @@ def check_args(args: argparse.Namespace) -> None:
     flags.check_tokenizer_exists(args)
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: flags.Frozen) -> None:
     t0 = time.time()
-    dataset = flags.dataset_dir(args)
+    dataset = flags.dataset_dir(settings)
     with DatasetLock(dataset, STEP.name):
-        tokenizer = flags.load_tokenizer(args)
-        flags.check_token_dtype(args, tokenizer.get_vocab_size(), "the dataset's tokenizer")
+        tokenizer = flags.load_tokenizer(settings)
+        flags.check_token_dtype(settings, tokenizer.get_vocab_size(), "the dataset's tokenizer")
         # every source of both splits is loaded (and checked) before anything is written
-        splits = {split: mixture_sources(split, args) for split in ("val", "train")}
+        splits = {split: mixture_sources(split, settings) for split in ("val", "train")}
         config = {
-            "max_seq_len": args.max_seq_len,
-            "shard_size": args.shard_size,
+            "max_seq_len": settings.max_seq_len,
+            "shard_size": settings.shard_size,
             "bos_id": tokenizer.get_bos_token_id(),
             "vocab_size": tokenizer.get_vocab_size(),
-            "token_dtype": args.token_dtype,
+            "token_dtype": settings.token_dtype,
             "tokenizer_fingerprint": tokenizer.fingerprint(),
-            "source": hub.source_of(args.hf_mirror),
+            "source": hub.source_of(settings.hf_mirror),
         }
         with StagedFolder(dataset, STEP.folder) as folder:
             records = []
             for split, (mixture, words) in splits.items():
-                stats, documents, split_records = write_split(split, mixture, words, flags.tokenizer_dir(args),
-                                                              tokenizer.encoder.name, folder.path, args)
+                stats, documents, split_records = write_split(split, mixture, words, flags.tokenizer_dir(settings),
+                                                              tokenizer.encoder.name, folder.path, settings)
                 config.update({f"{split}_{key}": value for key, value in stats.items()})
                 config.setdefault("documents", {})[split] = documents
                 records += split_records
@@ -106,15 +106,15 @@ def run(args: argparse.Namespace) -> None:
             f"{split} {config[f'{split}_conversations']:,} conversations / {config[f'{split}_tokens']:,} tokens "
             f"in {config[f'{split}_shards']} shard(s)" for split in ("val", "train"))
               + f"; {human_bytes(sum(r.size for r in records))} in {time.time() - t0:.1f}s")
-        if not args.skip_upload:
-            hub.upload_dataset(dataset, flags.hub_repo_id(args), [manifest])
+        if not settings.skip_upload:
+            hub.upload_dataset(dataset, flags.hub_repo_id(settings), [manifest])
 
 
-def identity_file(args: argparse.Namespace) -> str | None:
-    if args.identity_file:
-        return args.identity_file
+def identity_file(settings: flags.Frozen) -> str | None:
+    if settings.identity_file:
+        return settings.identity_file
     candidates = ["data/identity_conversations.jsonl",
-                  os.path.join(flags.dataset_dir(args), "identity_conversations.jsonl")]
+                  os.path.join(flags.dataset_dir(settings), "identity_conversations.jsonl")]
     for path in candidates:
         if os.path.isfile(path):
             return path
@@ -122,22 +122,22 @@ def identity_file(args: argparse.Namespace) -> str | None:
     return None
 
 
-def mixture_sources(split: str, args: argparse.Namespace):
+def mixture_sources(split: str, settings: flags.Frozen):
     """The sources of a split in mixture order (GSM8K and CustomJSON twice in train), and the words
     the spelling tasks need (None when there are none)."""
-    mirror = args.hf_mirror
+    mirror = settings.hf_mirror
     if split == "val":
         return [sources.smoltalk("test", mirror), sources.mmlu("test", mirror, limit=VAL_MMLU),
                 sources.gsm8k("test", mirror, limit=VAL_GSM8K)], None
     gsm8k = sources.gsm8k("train", mirror)
-    path = identity_file(args)
+    path = identity_file(settings)
     identity = [sources.custom_json(path)] * 2 if path else []
     words = None
-    if args.simple_spelling_size or args.spelling_bee_size:
-        words = sources.spelling_words(sources.load_words(sources.words_path(args.words_file, args.words_url)))
+    if settings.simple_spelling_size or settings.spelling_bee_size:
+        words = sources.spelling_words(sources.load_words(sources.words_path(settings.words_file, settings.words_url)))
     return [sources.smoltalk("train", mirror), sources.mmlu("auxiliary_train", mirror), gsm8k, gsm8k,
-            *identity, sources.simple_spelling(args.simple_spelling_size, "train"),
-            sources.spelling_bee(args.spelling_bee_size, "train")], words
+            *identity, sources.simple_spelling(settings.simple_spelling_size, "train"),
+            sources.spelling_bee(settings.spelling_bee_size, "train")], words
 
 
 def mixture_order(sizes: list[int]) -> np.ndarray:
@@ -206,26 +206,26 @@ def render_chunk(chunk):
 
 
 def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: str, out_dir: str,
-                args: argparse.Namespace) -> tuple[dict, list]:
+                settings: flags.Frozen) -> tuple[dict, list]:
     """Render, tokenize and pack one split; returns its config.json entries and its files' records."""
     source_counts, invalid_counts = {}, {}
     for source in mixture:
         source_counts[source.name] = source_counts.get(source.name, 0) + source.n
     order = mixture_order([s.n for s in mixture])
-    doc_stats = DocStats(flags.windows(args))
-    writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], args.shard_size,
-                         stats=doc_stats, token_dtype=args.token_dtype)
+    doc_stats = DocStats(flags.windows(settings))
+    writer = ShardWriter(out_dir, [f"sft_{split}_{{:06d}}.bin", f"sft_{split}_{{:06d}}_mask.bin"], settings.shard_size,
+                         stats=doc_stats, token_dtype=settings.token_dtype)
     conversations = truncated = supervised = 0
     unsupervised = [0, 0]
-    chunk_list = chunks(mixture, order, args.chunk_size)
-    results = flags.executor(args).map(render_chunk, chunk_list,
-                                       setup=(worker_setup, (tokenizer_dir, encoder, words, args.max_seq_len,
-                                                             args.drop_unsupervised)),
+    chunk_list = chunks(mixture, order, settings.chunk_size)
+    results = flags.executor(settings).map(render_chunk, chunk_list,
+                                       setup=(worker_setup, (tokenizer_dir, encoder, words, settings.max_seq_len,
+                                                             settings.drop_unsupervised)),
                                        describe=lambda chunk: describe_chunk(split, mixture, chunk))
     with bar(total=len(order), desc=f"sft {split}", unit="conv") as progress, _abandoned_on_error(writer):
         for ids, mask, n_valid, n_truncated, invalid, starts, (n_unsupervised, unsupervised_tokens) in results:
             for _, k, row, message in invalid:
-                if not args.skip_invalid:
+                if not settings.skip_invalid:
                     raise InputError(f"invalid conversation in the {split} mixture: {message}",
                                      mixture[k].where(row), "fix it, or pass --skip-invalid to skip such conversations")
                 invalid_counts[mixture[k].name] = invalid_counts.get(mixture[k].name, 0) + 1
@@ -235,7 +235,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
             supervised += int(np.count_nonzero(mask))
             unsupervised[0] += n_unsupervised
             unsupervised[1] += unsupervised_tokens
-            progress.update(n_valid + len(invalid) + (n_unsupervised if args.drop_unsupervised else 0))
+            progress.update(n_valid + len(invalid) + (n_unsupervised if settings.drop_unsupervised else 0))
     writer.close()
     stats = {
         "conversations": conversations,
@@ -248,7 +248,7 @@ def write_split(split: str, mixture: list, words, tokenizer_dir: str, encoder: s
     documents = {**doc_stats.result(), "supervised_tokens": supervised,
                  # with --drop-unsupervised they were left out (counted here), else they are in the shards
                  "unsupervised": {"count": unsupervised[0], "tokens": unsupervised[1],
-                                  "dropped": args.drop_unsupervised}}
+                                  "dropped": settings.drop_unsupervised}}
     return stats, documents, writer.records
 
 

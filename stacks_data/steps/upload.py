@@ -41,36 +41,36 @@ def check_args(args: argparse.Namespace) -> None:
         hub.check_upload_possible(f"{args.hf_user}/{args.dataset_name}", "--hf-user / --dataset-name")
 
 
-def run(args: argparse.Namespace) -> None:
-    with DatasetLock(args.dataset_dir, layout.UPLOAD.name):  # not while step 1 rewrites the folder, nor twice at once
-        upload(args)
+def run(settings: flags.Frozen) -> None:
+    with DatasetLock(settings.dataset_dir, layout.UPLOAD.name):  # not while step 1 rewrites the folder, nor twice at once
+        upload(settings)
 
 
-def upload(args: argparse.Namespace) -> None:
-    left_out = published.read_partial(args.dataset_dir, PARTIAL_FILE)
-    missing = [p for p in left_out if not os.path.exists(published.local_path(args.dataset_dir, p))]
+def upload(settings: flags.Frozen) -> None:
+    left_out = published.read_partial(settings.dataset_dir, PARTIAL_FILE)
+    missing = [p for p in left_out if not os.path.exists(published.local_path(settings.dataset_dir, p))]
     if missing:
         shown = ", ".join(published.printable(p) for p in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise InputError(f"a partial download: {len(missing)} listed file(s) are missing ({shown})",
-                         args.dataset_dir, "download the whole dataset first (without --num-train-shards, --steps "
+                         settings.dataset_dir, "download the whole dataset first (without --num-train-shards, --steps "
                          "or --tokenizer-only), then upload it")
-    problems = verify(args.dataset_dir, quick=True)[0]
+    problems = verify(settings.dataset_dir, quick=True)[0]
     if problems:
         for problem in problems:
             print(published.printable(problem))
         raise InputError(f"{len(problems)} problem(s): not uploading a folder that does not match its manifests",
-                         args.dataset_dir, "rerun the steps that wrote it (or `stacks-data verify` for details)")
-    repo_id = f"{args.hf_user or 'USER'}/{args.dataset_name}"
+                         settings.dataset_dir, "rerun the steps that wrote it (or `stacks-data verify` for details)")
+    repo_id = f"{settings.hf_user or 'USER'}/{settings.dataset_name}"
     extra = ()
-    if os.path.isfile(os.path.join(args.dataset_dir, MANIFEST_FILE)):  # the card describes step 1's dataset
-        text = card.card(args.dataset_dir)
-        if not args.dry_run:  # a dry run writes nothing: it lists the card it would write
-            write_text(os.path.join(args.dataset_dir, card.CARD_FILE), text)
+    if os.path.isfile(os.path.join(settings.dataset_dir, MANIFEST_FILE)):  # the card describes step 1's dataset
+        text = card.card(settings.dataset_dir)
+        if not settings.dry_run:  # a dry run writes nothing: it lists the card it would write
+            write_text(os.path.join(settings.dataset_dir, card.CARD_FILE), text)
         extra = ({"path": card.CARD_FILE, "size": len(text.encode("utf-8"))},)
     else:
-        print(f"no dataset card: {args.dataset_dir} has no step 1 (pretrain) manifest.json")
-    files = hub.upload_dataset(args.dataset_dir, repo_id, dry_run=args.dry_run, extra=extra)
-    if args.dry_run:
+        print(f"no dataset card: {settings.dataset_dir} has no step 1 (pretrain) manifest.json")
+    files = hub.upload_dataset(settings.dataset_dir, repo_id, dry_run=settings.dry_run, extra=extra)
+    if settings.dry_run:
         for f in files:
             print(f"{f['path']}  {human_bytes(f['size'])}")
         print(f"would upload {len(files)} files, {human_bytes(sum(f['size'] for f in files))}, "

@@ -61,16 +61,16 @@ def check_args(args: argparse.Namespace) -> None:
         raise FlagError("--quick and --deep exclude each other", "--deep", "pass one of them")
 
 
-def run(args: argparse.Namespace) -> None:
+def run(settings: flags.Frozen) -> None:
     t0 = time.time()
-    problems, files, size, tokenizer = verify(args.dataset_dir, args.quick, args.num_workers, args.deep)
+    problems, files, size, tokenizer = verify(settings.dataset_dir, settings.quick, settings.num_workers, settings.deep)
     for problem in problems:
         print(published.printable(problem))
-    what = "sizes" if args.quick else "sizes, hashes and contents" if args.deep else "sizes and hashes"
+    what = "sizes" if settings.quick else "sizes, hashes and contents" if settings.deep else "sizes and hashes"
     if problems:
-        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked; {tokenizer})", args.dataset_dir,
+        raise InputError(f"{len(problems)} problem(s) in {files} files ({what} checked; {tokenizer})", settings.dataset_dir,
                          "re-download or regenerate the files named above")
-    print(f"ok: {args.dataset_dir}: {files} files, {human_bytes(size)}, {what} checked, "
+    print(f"ok: {settings.dataset_dir}: {files} files, {human_bytes(size)}, {what} checked, "
           f"{tokenizer}, in {time.time() - t0:.1f}s")
 
 

@@ -47,6 +47,12 @@ def tokenize_row_group(task: tuple[str, int, int, str]) -> tuple[np.ndarray, int
     return tokens, len(texts), sum(map(len, texts)), tok.encoder.mismatches - mismatches, bos
 
 
+def worker_setup(tokenizer_dir: str, encoder: str) -> tuple:
+    """What each worker runs once before its row groups (Executor.map's setup): the tokenizer, loaded
+    and self-checked."""
+    return RustBPETokenizer.for_work, (tokenizer_dir, encoder)
+
+
 def describe_task(task: tuple[str, int, int, str]) -> str:
     path, group, first_row, _ = task
     return f"{path} row group {group} (rows from {first_row})"
@@ -222,7 +228,7 @@ def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size
 
     current = None
     results = executor.map(tokenize_row_group, work(), describe=describe_task,
-                           setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)))
+                           setup=worker_setup(tokenizer_dir, encoder))
     try:
         for tokens, *_ in bar(iterable=results, desc="repair", unit="row group"):
             repair = pending.popleft()
@@ -294,7 +300,7 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     t0, new_tokens, current, pending = time.time(), 0, None, collections.deque()
     try:
         results = executor.map(tokenize_row_group, _tasks_only(work, pending), describe=describe_task,
-                               setup=(RustBPETokenizer.for_work, (tokenizer_dir, encoder)), on_done=done)
+                               setup=worker_setup(tokenizer_dir, encoder), on_done=done)
         with bar(desc="tokenize", unit="shard", total=len(order)) as display:
             for tokens, docs, chars, mismatches, bos in results:
                 packer, where = pending.popleft()

@@ -163,11 +163,7 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     """
     changing = functools.cache(before_changing)  # once, before the first change
     _remove_damaged_tokenizer(progress, out, tok_dir, changing)
-    differences = []
-    trained = (read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}) if os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) else None
-    if trained is not None:
-        differences += _differences("tokenizer", {k: trained.get(k) for k in training}, training) if trained else \
-            [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
+    differences = _tokenizer_differences(tok_dir, training)
     old_key = ResumeState.read_key(progress.path)
     if old_key and old_key.get("unreadable"):
         differences.append(f"shards: {STATE_FILE} does not read (damaged)")
@@ -175,21 +171,8 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
         differences += _differences("shards", old_key, progress.state["key"])
     elif _shard_files(bin_dir):
         differences.append(f"{bin_dir} has .bin shards this tool has no record of")
-    if differences and not overwrite:
-        raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
-                          out, "pass --overwrite to replace them, or pick another --dataset-name")
     if differences:
-        changing()
-        if trained is not None and any(d.startswith("tokenizer") for d in differences):
-            shutil.rmtree(tok_dir)
-            for manifest in find_manifests(out):
-                if os.path.dirname(manifest) != out:
-                    print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
-                    shutil.rmtree(os.path.dirname(manifest))
-        old_bin = os.path.join(out, old_key["bin_subdir"]) if old_key and old_key.get("bin_subdir") else out
-        remove_shards(old_bin, progress.path)
-        remove_shards(bin_dir, progress.path)
-        print(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
+        _replace(differences, progress, out, tok_dir, bin_dir, overwrite, changing)
         return False
     if old_key is None:
         return False
@@ -204,6 +187,46 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     if damage:
         changing()
     return not damage
+
+
+def claim_tokenizer_inputs(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, training: dict,
+                           overwrite: bool, before_changing: Callable[[], None]) -> None:
+    """claim_folder's check of the tokenizer, again once its training shards are on disk: a shard that was
+    not had no known content then. The tokenizer in the folder must have been trained on these."""
+    differences = _tokenizer_differences(tok_dir, training)
+    if differences:
+        _replace(differences, progress, out, tok_dir, bin_dir, overwrite, before_changing)
+
+
+def _tokenizer_differences(tok_dir: str, training: dict) -> list[str]:
+    """How the tokenizer in the folder (if any) was trained otherwise than `training` says."""
+    if not os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)):
+        return []
+    trained = read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}
+    if not trained:
+        return [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
+    return _differences("tokenizer", {k: trained.get(k) for k in training}, training)
+
+
+def _replace(differences: list[str], progress: ResumeState, out: str, tok_dir: str, bin_dir: str, overwrite: bool,
+             changing: Callable[[], None]) -> None:
+    """What the folder holds made otherwise: an error naming the differences, unless `overwrite`: then it
+    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it)."""
+    if not overwrite:
+        raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
+                          out, "pass --overwrite to replace them, or pick another --dataset-name")
+    changing()
+    if any(d.startswith("tokenizer") for d in differences) and os.path.isdir(tok_dir):
+        shutil.rmtree(tok_dir)
+        for manifest in find_manifests(out):
+            if os.path.dirname(manifest) != out:
+                print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
+                shutil.rmtree(os.path.dirname(manifest))
+    old_subdir = (ResumeState.read_key(progress.path) or {}).get("bin_subdir") or ""
+    if isinstance(old_subdir, str) and ".." not in old_subdir.split("/") and not os.path.isabs(old_subdir):
+        remove_shards(os.path.join(out, old_subdir), progress.path)  # where they were (a folder inside)
+    progress.start_over(bin_dir)
+    print(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
 
 
 def _remove_damaged_tokenizer(progress: ResumeState, out: str, tok_dir: str, changing: Callable[[], None]) -> None:

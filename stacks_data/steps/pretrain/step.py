@@ -38,9 +38,9 @@ from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.sources.parquet import file_identity, iter_texts
 from stacks_data.executors import Executor
 from stacks_data.progress import bar, say
-from stacks_data.steps.pretrain.pretokenize import pretokenize
+from stacks_data.steps.pretrain.pretokenize import pretokenize, tokenize_row_group, worker_setup
 from stacks_data.steps.pretrain.resume import (STATE_FILE, TRAINING_FILE, ResumeState, checked_stream, claim_folder,
-                                              mark_incomplete, reading_order)
+                                              claim_tokenizer_inputs, mark_incomplete, reading_order)
 from stacks_data.dataset.binfile import vocab_limit
 from stacks_data.tokenizer import (MAX_VOCAB, MIN_VOCAB, SPECIAL_TOKENS, TOKENIZER_FILE, RustBPETokenizer,
                                    capped_texts)
@@ -259,7 +259,8 @@ def fetch_tokenizer_shards(plan: Plan, settings: Settings) -> Plan:
     check_downloads(plan)
     plan.shards.fetch_all(plan.shards.names[:settings.tok_train_shards])
     plan = dataclasses.replace(plan, training=training_settings(settings, plan.tok_paths[:-1]))
-    claim(plan, settings.overwrite)
+    claim_tokenizer_inputs(plan.progress, plan.out, plan.tok_dir, plan.bin_dir, plan.training, settings.overwrite,
+                           lambda: before_changing(plan))
     return plan
 
 
@@ -298,14 +299,15 @@ def build(plan: Plan, settings: Settings) -> None:
         plan.progress.tokenizer_made(records)
         encoder = checked_encoder_name(tok.spec, settings.encoder)
         tok.use_encoder(encoder)
-        records += check_and_report(tok, plan, settings)
+        with workers(settings.executor, plan, encoder) as executor:  # starting while the report is made
+            records += check_and_report(tok, plan, settings)
 
-        stream.unpin()  # the tokenizer's shards are read: with a cap, they may go (and make room)
-        stream = checked_stream(plan.progress, plan.shards, plan.bin_dir, stream, settings.max_cached_shards)
-        stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, settings.shard_size,
-                                           settings.executor, settings.keep_partial, settings.text_column, encoder,
-                                           plan.progress, stream, tok.get_bos_token_id(), settings.windows,
-                                           settings.token_dtype)
+            stream.unpin()  # the tokenizer's shards are read: with a cap, they may go (and make room)
+            stream = checked_stream(plan.progress, plan.shards, plan.bin_dir, stream, settings.max_cached_shards)
+            stats, shard_records = pretokenize(plan.tok_dir, plan.shards.paths(), plan.bin_dir, settings.shard_size,
+                                               executor, settings.keep_partial, settings.text_column, encoder,
+                                               plan.progress, stream, tok.get_bos_token_id(), settings.windows,
+                                               settings.token_dtype)
     finally:
         stream.close()
     config = write_json(os.path.join(plan.out, CONFIG_FILE), make_config(tok, settings, plan, stats))
@@ -320,6 +322,14 @@ def build(plan: Plan, settings: Settings) -> None:
         print(f"warning: no train shards: the train split's {stats['train']['dropped_tokens']:,} tokens are fewer "
               f"than --shard-size {settings.shard_size:,}: pass a smaller --shard-size, more --num-shards, or "
               f"--keep-partial", file=sys.stderr)
+
+
+def workers(executor: Executor, plan: Plan, encoder: str):
+    """The executor, with its workers for the shards starting now when there are shards to make (or
+    repair): their start-up (the tokenizer loaded and self-checked in each) then overlaps the report."""
+    if plan.progress.complete() and not any(plan.progress.repairs.values()):
+        return contextlib.nullcontext(executor)
+    return executor.started(tokenize_row_group, worker_setup(plan.tok_dir, encoder))
 
 
 def check_and_report(tok: RustBPETokenizer, plan: Plan, settings: Settings) -> list[FileRecord]:
