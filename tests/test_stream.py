@@ -184,3 +184,26 @@ def test_a_file_changed_on_the_server_is_checked_before_the_run_resumes_inside_i
     run_step("pretrain", argv(root, "fresh", str(root / "fresh_cache"), "--base-url", file_server.url, *cap))
     got, fresh = tree(out), tree(root / "fresh" / "ds")
     assert {k: v for k, v in got.items() if k.endswith(".bin")} == {k: v for k, v in fresh.items() if k.endswith(".bin")}
+
+
+def test_a_damaged_shard_is_repaired_from_its_own_inputs_downloaded_again(served, file_server, capsys):
+    # a capped run deleted its inputs: the repair downloads only the files of the damaged shard's span
+    root, reference = served
+    os.makedirs(root / "cache")
+    command = argv(root, "out", str(root / "cache"), "--base-url", file_server.url, "--max-cached-shards", "3")
+    run_step("pretrain", command)
+    folder = root / "out" / "ds"
+    shard = sorted(folder.glob("train_*.bin"))[-2]  # made from the last input files (not the tokenizer's)
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))
+    file_server.requests.clear()
+    capsys.readouterr()
+    run_step("pretrain", command)
+    assert f"repaired: {shard.name} (sha256 differs" in capsys.readouterr().out
+    assert {k: v for k, v in tree(folder).items() if k.endswith(".bin")} == \
+           {k: v for k, v in reference.items() if k.endswith(".bin")}
+    fetched = [r for r in file_server.requests if r.endswith(".parquet")]
+    # the tokenizer's two shards (the report reads them) and the damaged shard's span: not the corpus
+    assert {"/shard_00000.parquet", "/shard_00001.parquet"} < set(fetched) and len(fetched) <= 4 < NUM_FILES
+    assert not [n for n in os.listdir(root / "cache") if n.endswith(".parquet")]  # and released again
