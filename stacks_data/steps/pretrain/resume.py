@@ -177,16 +177,15 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     if old_key is None:
         return False
     progress.load()
+    # the folder's other files against its manifest, while it is there (a change below removes it)
+    damage = _manifest_damage(progress, out, bin_dir) if progress.complete() else {}
     # changed inputs, missing or damaged shards: then it is not complete
     reconcile(progress, paths, bin_dir, before_change=changing)
-    if not progress.complete() or progress.damaged:
-        return False
-    damage = _manifest_damage(progress, out, bin_dir)
     for path, why in damage.items():
         progress.found_damaged(path, why)
-    if damage:
+    if progress.damaged:
         changing()
-    return not damage
+    return progress.complete() and not progress.damaged
 
 
 def claim_tokenizer_inputs(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, training: dict,
