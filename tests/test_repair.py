@@ -145,3 +145,18 @@ def test_steps_2_to_4_rerun_repairs(dataset, step, damage):  # noqa: F811 (datas
     run_step(step, step_argv(step)[1:])
     assert tree(folder) == reference
     assert verify(str(dataset / "out" / "ds"))[0] == []
+
+
+def test_a_repair_that_fails_at_once_is_its_own_error(made, damaged, monkeypatch):
+    # the first row group of a repair fails (a corrupt page): that error, one line, not one of the cleanup
+    rerun, folder = damaged
+    _flip_a_byte(folder / "train_000001.bin")
+    from stacks_data.errors import InputError
+    from stacks_data.steps.pretrain import pretokenize
+
+    def corrupt(task):
+        raise InputError("cannot read row group 0 (corrupt page)", task[0])
+
+    monkeypatch.setattr(pretokenize, "tokenize_row_group", corrupt)
+    with pytest.raises(InputError, match="corrupt page"):
+        rerun()

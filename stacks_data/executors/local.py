@@ -288,7 +288,7 @@ def _receive(results) -> tuple:
     payload, sizes = results.recv()
     buffers = []
     for size in sizes:
-        buffer = memoryview(bytearray(size)) if size < 4096 else memoryview(np.empty(size, np.uint8))
+        buffer = memoryview(np.empty(size, np.uint8))  # not zeroed: every byte is read into it
         done = 0
         while done < size:  # the worker is writing them now; a worker gone midway is EOF
             n = os.readv(results.fileno(), [buffer[done:]])

@@ -48,6 +48,16 @@ def read_texts(pf: pq.ParquetFile, path: str, group: int, first_row: int, column
     return array.to_pylist()
 
 
+def row_group_starts(path: str, column: str) -> list[tuple[int, int]]:
+    """(row group, its first row) of each row group of a parquet file that has `column`."""
+    metadata = open_parquet(path, [column]).metadata
+    starts, row = [], 0
+    for group in range(metadata.num_row_groups):
+        starts.append((group, row))
+        row += metadata.row_group(group).num_rows
+    return starts
+
+
 def iter_texts(path: str, column: str = "text") -> Iterator[tuple[int, list[str]]]:
     """(first row index, texts) per row group of a one-document-per-row parquet file."""
     pf = open_parquet(path, [column])

@@ -22,7 +22,7 @@ from stacks_data.dataset.doc_stats import WINDOWS, DocStats, bos_positions
 from stacks_data.errors import InputError, OutputError
 from stacks_data.dataset.files import human_bytes
 from stacks_data.executors import Executor, worker_state
-from stacks_data.sources.parquet import file_identity, open_parquet, read_texts
+from stacks_data.sources.parquet import file_identity, open_parquet, read_texts, row_group_starts
 from stacks_data.progress import bar, say
 from stacks_data.steps.pretrain.resume import (STATE_FILE, ResumeState, reading_order, repair_files, repair_span,
                                               resume_point, resuming_files, shard_name, split_files)
@@ -107,22 +107,19 @@ class SplitPacker:
         first_file, first_group = self.start
         for index in range(first_file, len(self.files)):
             path = shards.get(self.files[index])
-            metadata = open_parquet(path, [column]).metadata
+            starts = row_group_starts(path, column)
             identity, name = file_identity(path), self.progress.names[path]
             if index == first_file and self.done["shards"] and self.progress.identity(name, identity) != identity:
                 # the run goes on inside this file, after tokens of its earlier content: never mix them
                 raise InputError(f"{name} changed during this run, after it was checked", path,
                                  "rerun the same command: it tokenizes the changed file again")
             self.progress.tokenizing(name, identity)
-            groups = [g for g in range(metadata.num_row_groups) if (index, g) >= (first_file, first_group)]
+            groups = [(g, row) for g, row in starts if (index, g) >= (first_file, first_group)]
             left[path] = len(groups)
             if not groups:
                 shards.release(path)
-            first_row = 0
-            for group in range(metadata.num_row_groups):
-                if group in groups:
-                    yield (index, group, group == groups[-1]), (path, group, first_row, column)
-                first_row += metadata.row_group(group).num_rows
+            for group, first_row in groups:
+                yield (index, group, group == groups[-1][0]), (path, group, first_row, column)
 
     def add(self, where: tuple[int, int], tokens: np.ndarray, docs: int, chars: int, mismatches: int,
             bos: np.ndarray) -> int:
@@ -188,12 +185,9 @@ class ShardRepair:
     def tasks(self, column: str, shards):
         for index in range(self.start[0], self.end[0] + 1):
             path = shards.get(self.files[index])
-            metadata = open_parquet(path, [column]).metadata
-            first_row = 0
-            for group in range(metadata.num_row_groups):
+            for group, first_row in row_group_starts(path, column):
                 if self.start <= (index, group) <= self.end:
                     yield path, group, first_row, column
-                first_row += metadata.row_group(group).num_rows
 
     def add(self, tokens: np.ndarray) -> None:
         if self.writer.index > self.index:  # cut: the rest of the row group belongs to the next shard
@@ -238,7 +232,8 @@ def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size
             repair.add(tokens)
         current.finish()
     except BaseException:
-        current.writer.abandon()
+        if current is not None:  # (an error before the first result: no shard being written)
+            current.writer.abandon()
         raise
     read, still_read = repair_files(progress, paths), set(resuming_files(progress, paths))
     progress.repairs = {split: [] for split in progress.repairs}

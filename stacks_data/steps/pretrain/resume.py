@@ -67,12 +67,17 @@ class ResumeState:
         True} when it does not read: a folder that must be overwritten)."""
         if not os.path.exists(path):
             return None
+        key = ResumeState.saved(path, "key")
+        return key if isinstance(key, dict) else {"unreadable": True}
+
+    @staticmethod
+    def saved(path: str, name: str):
+        """What an existing progress file holds under `name` (None when it does not read)."""
         try:
             with open(path, encoding="utf-8") as f:
-                key = json.load(f).get("key")
+                return json.load(f).get(name)
         except (OSError, ValueError, AttributeError):
-            key = None
-        return key if isinstance(key, dict) else {"unreadable": True}
+            return None
 
     def load(self) -> None:
         with open(self.path, encoding="utf-8") as f:
@@ -232,11 +237,7 @@ def _remove_damaged_tokenizer(progress: ResumeState, out: str, tok_dir: str, cha
     """Remove the tokenizer folder when its pickle or training.json is not as recorded (in the progress
     file; for a folder that predates that record, in the manifest): it is trained again, from its
     inputs, to the same bytes. A replaced pickle is never loaded."""
-    try:
-        with open(progress.path, encoding="utf-8") as f:
-            recorded = json.load(f).get("tokenizer_files")
-    except (OSError, ValueError, AttributeError):
-        recorded = None
+    recorded = ResumeState.saved(progress.path, "tokenizer_files")
     if not isinstance(recorded, dict):
         prefix = relative(tok_dir, out) + "/"
         recorded = {f["path"][len(prefix):]: [f["size"], f["sha256"]] for f in _manifest_files(out)
