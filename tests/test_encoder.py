@@ -315,3 +315,19 @@ def test_one_started_worker_is_this_process_set_up_once():
 def _state_of(n):
     from stacks_data.executors import worker_state
     return n, worker_state()
+
+
+def test_the_forkserver_ignores_ctrl_c_from_its_first_import():
+    # preloaded first, before the step's heavy modules (a Ctrl-C there printed a traceback), and light
+    import subprocess
+    import sys
+    code = ("import multiprocessing.forkserver, signal, sys; import stacks_data.sigint_ignored; "
+            "print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN, 'numpy' in sys.modules)")
+    forkserver = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert forkserver.stdout.split() == ["True", "False"]
+    elsewhere = subprocess.run([sys.executable, "-c", code.replace("multiprocessing.forkserver, ", "")],
+                               capture_output=True, text=True, check=True)
+    assert elsewhere.stdout.split()[0] == "False"  # any other process keeps its Ctrl-C
+    from multiprocessing import forkserver
+    list(ordered_map(_fails_on_two, [1], 2))
+    assert forkserver._forkserver._preload_modules[0] == "stacks_data.sigint_ignored"  # first of the preload

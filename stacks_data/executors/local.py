@@ -167,7 +167,7 @@ class _Pool:
         # inherit; the server is a fresh single-threaded process (with the step's module imported once)
         # that forks the workers, so they start in milliseconds instead of re-importing everything
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([fn.__module__])
+        context.set_forkserver_preload(["stacks_data.sigint_ignored", fn.__module__])
         lifeline, self.keep_alive = context.Pipe(duplex=False)
         _start_helpers()
         self.workers: list[_Worker] = []
@@ -329,12 +329,12 @@ def _end_forkserver() -> None:
 
 
 def _start_helpers() -> None:
-    """Start the forkserver and the resource tracker with SIGINT blocked: a blocked signal stays blocked
-    across exec, so a Ctrl-C sent to the whole process group cannot hit one of them, or a worker forked
-    by the forkserver, halfway through its start-up (a traceback from inside multiprocessing); they end
-    with this process's lifeline, not with Ctrl-C. Blocked, not ignored, here: a Ctrl-C that comes
-    meanwhile waits and is delivered to this process as the mask is restored, never lost (the resource
-    tracker starts the same way)."""
+    """Start the forkserver and the resource tracker. A Ctrl-C sent to the whole process group must not
+    hit them, or a worker, halfway through a start-up (a traceback from inside multiprocessing): they end
+    with this process's lifeline, not with Ctrl-C. The forkserver ignores SIGINT from its first import
+    on (sigint_ignored.py, preloaded first; its workers inherit that), the resource tracker from its
+    own start; what is left is the forkserver's interpreter start, these few milliseconds with SIGINT
+    blocked in this thread. Not ignored here: a Ctrl-C meant for this process is never lost."""
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         forkserver.ensure_running()
