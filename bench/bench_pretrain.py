@@ -11,7 +11,8 @@ clock starts when all are loaded): tiktoken `encode_ordinary` one document at a 
 --encoder tiktoken and once with --encoder fastokens (its 1-in-256 check against tiktoken on), timed from
 workers that are ready: step 1 starts them while it writes the tokenizer report (their start-up is
 printed apart).
-Targets: fastokens pipeline >= 2.5x raw tiktoken at N=1 and >= 2.2x at N=2, >= 0.85x raw fastokens;
+Targets: fastokens pipeline >= 2.5x raw tiktoken at N=1 and >= 2.2x at N=2, >= 0.9x raw fastokens at
+N=1 and >= 0.85x at N=2;
 tiktoken pipeline >= 0.9x raw tiktoken. With --executor ray the fastokens pipeline also runs on a
 local Ray instance of N CPUs: its ratio to the local executor (target >= 0.8x). Also: tokenizer
 training against rustbpe alone (target <= 1.2x) and peak memory at the default shard size.
@@ -233,10 +234,11 @@ def main():
             raw_tt, raw_ft = best["raw tiktoken"], best["raw fastokens"]
             pipe_tt, pipe_ft = best["pipeline tiktoken"], best["pipeline fastokens"]
             target = 2.5 if n == 1 else 2.2
+            target_ft = 0.9 if n == 1 else 0.85
             print(f"  N={n}: raw tiktoken {raw_tt / 1e6:.2f} | raw fastokens {raw_ft / 1e6:.2f} | pipeline tiktoken "
                   f"{pipe_tt / 1e6:.2f} | pipeline fastokens {pipe_ft / 1e6:.2f} M tok/s")
             print(f"        fastokens pipeline / raw tiktoken {pipe_ft / raw_tt:.2f}x (target >= {target}x), "
-                  f"/ raw fastokens {pipe_ft / raw_ft:.2f}x (target >= 0.85x); "
+                  f"/ raw fastokens {pipe_ft / raw_ft:.2f}x (target >= {target_ft}x); "
                   f"tiktoken pipeline / raw tiktoken {pipe_tt / raw_tt:.2f}x (target >= 0.9x)")
             print(f"        the workers' start-up, off the clock (step 1 overlaps it with the tokenizer report): "
                   f"{startup['pipeline fastokens']:.2f}s fastokens, {startup['pipeline tiktoken']:.2f}s tiktoken")
