@@ -55,6 +55,7 @@ DAMAGE = {  # the file damaged, how, and why the rerun says it made it again
                                                  lambda p: p.write_bytes(pickle.dumps({"not": "a tokenizer"})),
                                                  "recorded when it was made"),
     "training.json edited": ("tokenizer/training.json", _flip_a_byte, "sha256 differs"),
+    "tokenizer folder deleted": ("tokenizer/tokenizer.pkl", lambda p: shutil.rmtree(p.parent), "missing"),
 }
 
 
@@ -126,6 +127,21 @@ def test_nothing_to_do_hashes_every_file(made, damaged, monkeypatch, capsys):
     assert "nothing to do" in capsys.readouterr().out
     listed = {n for n in tree(folder) if n != "manifest.json"}
     assert sorted(hashed) == sorted(listed)
+
+
+def test_a_refused_rerun_changes_nothing_even_where_it_finds_damage(made, tmp_path):
+    # other flags, on a folder with a damaged tokenizer and shard: the error comes before any change
+    folder = tmp_path / "out" / "ds"
+    shutil.copytree(made / "ref" / "ds", folder)
+    _flip_a_byte(folder / "tokenizer" / "tokenizer.pkl")
+    _flip_a_byte(folder / "train_000001.bin")
+    before = tree(folder)
+    argv = pretrain_argv(made, "ref", "parquet", "--shard-size", "2000")[1:]
+    argv[argv.index("--out-dir") + 1] = str(tmp_path / "out")
+    from stacks_data.errors import OutputError
+    with pytest.raises(OutputError, match="shard_size is 1000 in the folder, 2000 in the command"):
+        run_step("pretrain", argv)
+    assert tree(folder) == before
 
 
 # ---------------------------------------------------------------- steps 2-4: rebuilt whole

@@ -160,7 +160,7 @@ def test_a_file_changed_on_the_server_is_checked_before_the_run_resumes_inside_i
     """The file a rerun resumes inside is not in the cache (evicted, or deleted by the user): it is
     downloaded and checked before the run goes on in it, so shards of its old and new content never mix.
     (With a cap the stream cannot fetch it before tokenization starts: without the check, it is never
-    checked; without a cap, whether it came in time for reconcile is a race.)"""
+    checked; without a cap, whether it came in time for the check is a race.)"""
     cap = ["--max-cached-shards", "2"]
     root, _ = served
     file_server.delay = 0

@@ -165,9 +165,10 @@ def hash_file(path: str) -> FileRecord:
     return FileRecord(path, size, digest.hexdigest())
 
 
-def file_damage(path: str, size: int, sha256: str, against: str) -> str | None:
-    """Why the file at `path` is not the one of that size and sha256 (None: it is); `against` says where
-    they come from, e.g. "in the manifest"."""
+def file_damage(expected: FileRecord, against: str) -> str | None:
+    """Why the file at expected.path is not the one of that size and sha256 (None: it is); `against` says
+    where they come from, e.g. "in the manifest"."""
+    path, size, sha256 = expected.path, expected.size, expected.sha256
     if not os.path.lexists(path):
         return "missing"
     if os.path.islink(path) or not os.path.isfile(path):

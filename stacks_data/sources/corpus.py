@@ -22,9 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from stacks_data.remote.http import download, hub_endpoint
-from stacks_data.errors import FlagError, InputError
-from stacks_data.dataset.files import read_json, write_json
+from stacks_data.remote.http import check_reachable, download, hub_endpoint
+from stacks_data.errors import FlagError, InputError, OutputError
+from stacks_data.dataset.files import locked, read_json, write_json
 from stacks_data.sources.parquet import check_complete, check_text_type, open_parquet
 from stacks_data.progress import bar
 
@@ -105,6 +105,23 @@ def _local_names(parquet_dir: str, pattern: str) -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)]
 
 
+@contextlib.contextmanager
+def parquet_dir_lock(parquet_dir: str, deleting: bool):
+    """Runs may share a parquet folder (a cache: each file is downloaded once), but one that deletes
+    shards there (--max-cached-shards) must have it to itself."""
+    if not deleting and os.path.isdir(parquet_dir) and not os.access(parquet_dir, os.W_OK):
+        yield  # read-only (a shared mount, say): no run deletes there, and no lock file can be made
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(locked(os.path.join(parquet_dir, "shards"), shared=not deleting, wait=False))
+        except BlockingIOError:
+            raise OutputError("another pretrain run uses this parquet folder" + (
+                "" if deleting else " with --max-cached-shards (it deletes shards there)"),
+                f"--parquet-dir {parquet_dir}", "wait for it, or give this run a folder of its own") from None
+        yield
+
+
 CAPPED_DOWNLOADS = ".capped_downloads.json"  # in the parquet folder: see Shards
 
 
@@ -173,6 +190,14 @@ class Shards:
         for path in self.paths():
             if os.path.exists(path):
                 self.check_content(path)
+
+    def check_downloadable(self) -> None:
+        """If the run will download, find out now whether it can: not after training, or after the
+        dataset folder lost its finished work."""
+        missing = [p for p in self.paths() if not os.path.exists(p)]
+        if missing:
+            check_reachable(self.base_url, f"download the shards elsewhere and pass --parquet-dir DIR "
+                                           f"({len(missing)} of the run's shards are not in {self.parquet_dir})")
 
     def fetch_all(self, names: list[str]) -> list[str]:
         """Local paths of `names`, downloading the missing ones (in parallel)."""

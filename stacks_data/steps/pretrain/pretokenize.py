@@ -24,8 +24,8 @@ from stacks_data.dataset.files import human_bytes
 from stacks_data.executors import Executor, worker_state
 from stacks_data.sources.parquet import file_identity, open_parquet, read_texts, row_group_starts
 from stacks_data.progress import bar, say
-from stacks_data.steps.pretrain.resume import (STATE_FILE, ResumeState, reading_order, repair_files, repair_span,
-                                              resume_point, resuming_files, shard_name, split_files)
+from stacks_data.steps.pretrain.resume import (STATE_FILE, ResumeState, input_names, reading_order, repair_files,
+                                              repair_span, resume_point, resuming_files, shard_name, split_files)
 from stacks_data.tokenizer import RustBPETokenizer
 
 # ------------------------------------------------------------------------------------ worker
@@ -170,7 +170,7 @@ class SplitPacker:
 
 class ShardRepair:
     """One finished shard made again from its span of input: the row groups from where the shard before
-    it ended to where it ended. Same inputs (reconcile checked them) and tokenizer: the same bytes, which
+    it ended to where it ended. Same inputs (claim_folder checked them) and tokenizer: the same bytes, which
     finish() checks against the sha256 recorded when the shard was first made."""
 
     def __init__(self, split: str, index: int, files: list[str], bin_dir: str, shard_size: int,
@@ -205,9 +205,10 @@ class ShardRepair:
                               f"shards next to it to make them all again")
 
 
-def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: int, executor: Executor,
-                  column: str, encoder: str, progress: ResumeState, shards, token_dtype: str) -> None:
-    """Make again the finished shards that reconcile found damaged (progress.repairs), one pool for all."""
+def repair_shards(paths: list[str], bin_dir: str, shard_size: int, executor: Executor, setup: tuple, column: str,
+                  progress: ResumeState, shards, token_dtype: str) -> None:
+    """Make again the finished shards that claim_folder found damaged (progress.repairs), one pool for all."""
+    read, still_read = repair_files(progress, paths), set(resuming_files(progress, paths))
     repairs = [ShardRepair(split, index, files, bin_dir, shard_size, progress, token_dtype)
                for split, files in split_files(paths).items() for index in progress.repairs[split]]
     if not repairs:
@@ -221,8 +222,7 @@ def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size
                 yield task
 
     current = None
-    results = executor.map(tokenize_row_group, work(), describe=describe_task,
-                           setup=worker_setup(tokenizer_dir, encoder))
+    results = executor.map(tokenize_row_group, work(), describe=describe_task, setup=setup)
     try:
         for tokens, *_ in bar(iterable=results, desc="repair", unit="row group"):
             repair = pending.popleft()
@@ -235,7 +235,6 @@ def repair_shards(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size
         if current is not None:  # (an error before the first result: no shard being written)
             current.writer.abandon()
         raise
-    read, still_read = repair_files(progress, paths), set(resuming_files(progress, paths))
     progress.repairs = {split: [] for split in progress.repairs}
     for path in dict.fromkeys(read):
         if path not in still_read:
@@ -273,11 +272,13 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     dropped_tokens, documents, chars, bytes), and the (path, size, sha256) of every shard.
     """
     os.makedirs(bin_dir, exist_ok=True)
-    order = reading_order(progress, paths, bin_dir)
+    progress.names = input_names(paths)
+    order = reading_order(progress, paths)
     shards = shards or LocalShards(order)
     if shards.order != order:
         raise RuntimeError("the shard stream reads other files than the progress file says")
-    repair_shards(tokenizer_dir, paths, bin_dir, shard_size, executor, column, encoder, progress, shards, token_dtype)
+    setup = worker_setup(tokenizer_dir, encoder)
+    repair_shards(paths, bin_dir, shard_size, executor, setup, column, progress, shards, token_dtype)
     packers = [SplitPacker(split, files, bin_dir, shard_size, keep_partial or split == "val", progress, bos_id, windows,
                            token_dtype)
                for split, files in split_files(paths).items()]
@@ -294,8 +295,8 @@ def pretokenize(tokenizer_dir: str, paths: list[str], bin_dir: str, shard_size: 
     # one pool for both splits, so workers start once; val's groups come first and it is flushed on its own
     t0, new_tokens, current, pending = time.time(), 0, None, collections.deque()
     try:
-        results = executor.map(tokenize_row_group, _tasks_only(work, pending), describe=describe_task,
-                               setup=worker_setup(tokenizer_dir, encoder), on_done=done)
+        results = executor.map(tokenize_row_group, _tasks_only(work, pending), describe=describe_task, setup=setup,
+                               on_done=done)
         with bar(desc="tokenize", unit="shard", total=len(order)) as display:
             for tokens, docs, chars, mismatches, bos in results:
                 packer, where = pending.popleft()

@@ -2,11 +2,13 @@
 Step 1's promise, kept in one place: resume, never mixed, a changed input rolls back.
 
 The resume state (ResumeState, the progress file in the dataset folder) says what is done. Before the run
-changes anything, claim_folder holds it against the folder and the command: other flags are an error
-(or removed with --overwrite); changed inputs and missing or extra shards are rolled back (reconcile);
-the folder is marked incomplete (mark_incomplete) before its finished work first changes. Then
-reading_order says what the run still reads, and checked_stream makes sure every file it resumes inside
-is the one its finished shards were made from.
+changes anything, claim_folder reads the folder once and holds it against the command: other flags are
+an error (or removed with --overwrite); changed inputs roll back; damaged or missing shards are noted
+for repair. It changes nothing: it says what must change (a Claim), and the step makes the changes
+(Claim.apply, which first marks the folder incomplete) once it knows it can go on (the shards it must
+download can be).
+Then reading_order says what the run still reads, and checked_stream makes sure every file it resumes
+inside is the one its finished shards were made from.
 
 "Complete" means checked: every finished shard is hashed against the sha256 recorded when it was made,
 the tokenizer's files against theirs, and a complete folder's other files against its manifest. What
@@ -25,7 +27,7 @@ import functools
 import json
 import os
 import shutil
-from typing import Callable
+from dataclasses import dataclass, field
 
 from stacks_data.dataset import layout
 from stacks_data.dataset.files import FileRecord, file_damage, read_json, write_bytes
@@ -41,10 +43,24 @@ STATE_FILE = ".pretokenize.json"  # progress, for resuming; lives in the dataset
 TRAINING_FILE = "training.json"  # how the tokenizer in tokenizer/ was trained
 
 SPLITS = ("val", "train")
+HASH_THREADS = min(8, os.cpu_count() or 1)
 
 
 def shard_name(split: str, index: int) -> str:
     return f"{split}_{index:06d}.bin"
+
+
+def split_files(paths: list[str]) -> dict[str, list[str]]:
+    """Validation is the last file, train the others."""
+    return {"val": paths[-1:], "train": paths[:-1]}
+
+
+def input_names(paths: list[str]) -> dict[str, str]:
+    """Input path -> the name its identity is kept under: its path relative to the folder that holds them
+    all, so the same shards in another --parquet-dir have the same names ("shard_00001.parquet",
+    "data/a.parquet")."""
+    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+    return {path: os.path.relpath(path, common).replace(os.sep, "/") for path in paths}
 
 
 class ResumeState:
@@ -54,34 +70,12 @@ class ResumeState:
     def __init__(self, path: str, key: dict):
         self.path = path
         self.state = {"key": key, "files": {}, "splits": {split: {"shards": []} for split in SPLITS}}
-        self.names: dict[str, str] = {}  # input path -> the name its identity is kept under: see reconcile
-        self.checked: set[str] = set()  # the input paths the last reconcile found unchanged
+        self.names: dict[str, str] = {}  # input path -> the name its identity is kept under (input_names)
+        self.checked: set[str] = set()  # the input paths found unchanged since they were tokenized
         self.folder = os.path.dirname(path)  # the dataset folder
         self.damaged: dict[str, str] = {}  # file (in the folder) -> why: what this run found and makes again
         self.repairs: dict[str, list[int]] = {split: [] for split in SPLITS}  # finished shards to make again
-        self.sound: set[tuple] = set()  # (path, size, sha256, its stat) of the files this run found so
-
-    @staticmethod
-    def read_key(path: str) -> dict | None:
-        """The settings an existing progress file was made with (None: there is none; {"unreadable":
-        True} when it does not read: a folder that must be overwritten)."""
-        if not os.path.exists(path):
-            return None
-        key = ResumeState.saved(path, "key")
-        return key if isinstance(key, dict) else {"unreadable": True}
-
-    @staticmethod
-    def saved(path: str, name: str):
-        """What an existing progress file holds under `name` (None when it does not read)."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f).get(name)
-        except (OSError, ValueError, AttributeError):
-            return None
-
-    def load(self) -> None:
-        with open(self.path, encoding="utf-8") as f:
-            self.state = json.load(f)
+        self.trained: dict = {}  # the tokenizer's training.json as claim_folder found it
 
     def save(self) -> None:
         # compact: json's C encoder (an indented dump is pure Python, ~20 ms a shard on the main thread)
@@ -101,6 +95,7 @@ class ResumeState:
         """Forget every shard, and remove their files and the progress file."""
         remove_shards(bin_dir, self.path)
         self.state = ResumeState(self.path, self.state["key"]).state
+        self.repairs = {split: [] for split in SPLITS}
 
     def made_with(self, fingerprint: str) -> None:
         """The shards from here on are made with this tokenizer (saved with the next shard)."""
@@ -112,34 +107,6 @@ class ResumeState:
         self.state["tokenizer_files"] = {os.path.basename(r.path): [r.size, r.sha256] for r in records}
         self.save()
 
-    def found_damaged(self, path: str, why: str) -> None:
-        self.damaged[relative(path, self.folder)] = why
-
-    def check_shards(self, split: str, bin_dir: str) -> list[tuple[int, str]]:
-        """(index, why) of the split's finished shards whose bytes are not the ones recorded when they were
-        made; hashed on threads, each file once a run (unless it changes meanwhile)."""
-        items = [(os.path.join(bin_dir, shard_name(split, i)), s) for i, s in enumerate(self.split(split)["shards"])]
-        whys = thread_map(self._shard_damage, items, min(8, os.cpu_count() or 1))
-        return [(i, why) for i, why in enumerate(whys) if why]
-
-    def _shard_damage(self, item: tuple[str, dict]) -> str | None:
-        path, shard = item
-        return self.damage(path, shard["size"], shard["sha256"], "recorded when it was made")
-
-    def damage(self, path: str, size: int, sha256: str, against: str) -> str | None:
-        """files.file_damage, each file hashed once a run (unless it changes meanwhile)."""
-        try:
-            stat = os.stat(path)
-        except FileNotFoundError:
-            return "missing"
-        key = (path, size, sha256, stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        if key in self.sound:
-            return None
-        why = file_damage(path, size, sha256, against)
-        if why is None:
-            self.sound.add(key)
-        return why
-
     def identity(self, name: str, default):
         """The identity of the input file `name` when it was tokenized (default: never)."""
         return self.state["files"].get(name, default)
@@ -148,139 +115,213 @@ class ResumeState:
         """The input file `name` is tokenized now, with this identity (saved with the next shard)."""
         self.state["files"][name] = identity
 
+    def keep(self, split: str, n: int) -> bool:
+        """Keep the first n shards of a split as finished work, forget the rest (and their repairs);
+        True when that changed the state."""
+        done = self.split(split)
+        self.repairs[split] = [index for index in self.repairs[split] if index < n]
+        if n < len(done["shards"]) or "result" in done:
+            done.pop("result", None)
+            del done["shards"][n:]
+            return True
+        return False
 
 
-def split_files(paths: list[str]) -> dict[str, list[str]]:
-    """Validation is the last file, train the others."""
-    return {"val": paths[-1:], "train": paths[:-1]}
+# ------------------------------------------------------------------------------------ claiming the folder
 
+
+@dataclass
+class Claim:
+    """What claim_folder found the folder must change before the run goes on, made by apply() all at
+    once, the folder marked incomplete first."""
+    progress: ResumeState
+    out: str
+    complete: bool = False  # the folder already holds this exact run, complete and checked
+    remove_tokenizer: str | None = None  # its folder: damaged, or trained otherwise (--overwrite)
+    remove_other_steps: bool = False  # made with the old tokenizer (--overwrite)
+    shard_folders: list[str] = field(default_factory=list)  # every .bin shard there goes (--overwrite)
+    stray_shards: list[str] = field(default_factory=list)  # written after the last recorded shard
+    save: bool = False  # the progress state changed (rolled back)
+    said: list[str] = field(default_factory=list)
+
+    @property
+    def changes(self) -> bool:
+        """Whether the folder's finished work changes (its repairs included)."""
+        return bool(self.remove_tokenizer or self.shard_folders or self.stray_shards or self.save
+                    or self.progress.damaged)
+
+    def apply(self) -> None:
+        mark_incomplete(self.out)
+        for folder in self.shard_folders:
+            remove_shards(folder, self.progress.path)
+        for path in self.stray_shards:
+            os.remove(path)
+        if self.save:
+            self.progress.save()
+        if self.remove_tokenizer:
+            # the other steps' outputs first: made with the old tokenizer, they must not outlive it
+            for manifest in find_manifests(self.out) if self.remove_other_steps else []:
+                if os.path.dirname(manifest) != self.out:
+                    print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
+                    shutil.rmtree(os.path.dirname(manifest))
+            shutil.rmtree(self.remove_tokenizer, ignore_errors=True)
+        for line in self.said:
+            say(line)
+
+
+@dataclass
+class Found:
+    """What the dataset folder holds for step 1, read once, before anything in it changes."""
+    has_state: bool  # a progress file is there
+    saved: dict | None  # what it holds (None: it does not read)
+    trained: dict  # the tokenizer's training.json ({}: none, or it does not read)
+    manifest: list[dict]  # the folder's own manifest's entries ([]: none, or it does not read)
+    tokenizer_files: list[FileRecord]  # the tokenizer's files as recorded when they were made
+    tokenizer_damage: dict[str, str]  # path -> why, for those not as recorded
+
+
+def _read_folder(progress_path: str, out: str, tok_dir: str) -> Found:
+    """The progress file, the tokenizer's training.json, the manifest; the tokenizer's files hashed
+    against their record (in the progress file; for a folder that predates that record, in the manifest)."""
+    saved = read_json(progress_path, dict)
+    trained = read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}
+    try:
+        manifest = read_manifest(os.path.join(out, MANIFEST_FILE), out)["files"]
+    except (UserError, OSError):
+        manifest = []
+    recorded = (saved or {}).get("tokenizer_files")
+    if not isinstance(recorded, dict):
+        prefix = relative(tok_dir, out) + "/"
+        recorded = {f["path"][len(prefix):]: [f["size"], f["sha256"]] for f in manifest
+                    if f["path"] in (prefix + TOKENIZER_FILE, prefix + TRAINING_FILE)}
+    records = [FileRecord(os.path.join(tok_dir, name), *entry) for name, entry in recorded.items()
+               if isinstance(name, str) and isinstance(entry, list) and len(entry) == 2 and "/" not in name]
+    damage = _damage(records, "recorded when it was made")
+    return Found(os.path.exists(progress_path), saved, trained, manifest, records, damage)
 
 
 def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, training: dict, paths: list[str],
-                 overwrite: bool, before_changing: Callable[[], None]) -> bool:
-    """Make the folder ready for this run's settings; True when it already holds this exact run, complete
-    and checked (every file as recorded).
+                 overwrite: bool) -> Claim:
+    """Hold the folder against this run's settings and inputs, changing nothing: what must change, with
+    `progress` loaded with what is done and what is damaged (to be made again).
 
     What was made with other settings is an error naming the differences, unless `overwrite`: then it
-    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it). A
-    damaged tokenizer is removed, to be trained again; damaged shards are noted for repair (reconcile).
-    before_changing() runs once, before the first change to the folder's finished work.
+    is to be removed (with the other steps' outputs when the tokenizer goes, as they were made with it).
+    A damaged tokenizer is removed, to be trained again (from its inputs, to the same bytes: a replaced
+    pickle is never loaded); an input that changed since it was tokenized rolls its split back; damaged
+    shards are repaired; shard files after the last recorded one go.
     """
-    changing = functools.cache(before_changing)  # once, before the first change
-    _remove_damaged_tokenizer(progress, out, tok_dir, changing)
-    differences = _tokenizer_differences(tok_dir, training)
-    old_key = ResumeState.read_key(progress.path)
-    if old_key and old_key.get("unreadable"):
+    progress.names = input_names(paths)
+    found = _read_folder(progress.path, out, tok_dir)
+    progress.trained = found.trained
+    claim = Claim(progress, out, remove_tokenizer=tok_dir if found.tokenizer_damage else None)
+    # what differs from the command
+    has_tokenizer = os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) and not found.tokenizer_damage
+    differences = _tokenizer_differences(found.trained, training) if has_tokenizer else []
+    old_key = (found.saved or {}).get("key")
+    if found.has_state and not isinstance(old_key, dict):
         differences.append(f"shards: {STATE_FILE} does not read (damaged)")
-    elif old_key is not None:
+    elif found.has_state:
         differences += _differences("shards", old_key, progress.state["key"])
     elif _shard_files(bin_dir):
         differences.append(f"{bin_dir} has .bin shards this tool has no record of")
     if differences:
-        _replace(differences, progress, out, tok_dir, bin_dir, overwrite, changing)
-        return False
-    if old_key is None:
-        return False
-    progress.load()
-    # the folder's other files against its manifest, while it is there (a change below removes it)
-    damage = _manifest_damage(progress, out, bin_dir) if progress.complete() else {}
-    # changed inputs, missing or damaged shards: then it is not complete
-    reconcile(progress, paths, bin_dir, before_change=changing)
-    for path, why in damage.items():
-        progress.found_damaged(path, why)
-    if progress.damaged:
-        changing()
-    return progress.complete() and not progress.damaged
+        return _replace(claim, differences, tok_dir, bin_dir, old_key, overwrite, found.tokenizer_damage)
+    if not found.has_state:
+        progress.damaged = {relative(path, out): why for path, why in found.tokenizer_damage.items()}
+        return claim
+    progress.state = found.saved
+    # the folder's other files against its manifest, when it says it is complete (each hashed once: the
+    # tokenizer's were, against their record)
+    manifest_wrong, listed = _against_manifest(progress, out, bin_dir, found.manifest)
+    listed = [r for r in listed if r not in found.tokenizer_files and r.path not in found.tokenizer_damage]
+    # changed inputs roll their splits back; then the finished shards that remain are checked
+    claim.said = _roll_back(progress, paths, _identities(progress, paths))
+    claim.save = bool(claim.said)
+    claim.stray_shards = _stray_shards(progress, bin_dir)
+    shards = {split: [FileRecord(os.path.join(bin_dir, shard_name(split, i)), s["size"], s["sha256"])
+                      for i, s in enumerate(progress.split(split)["shards"])] for split in SPLITS}
+    shard_damage = _damage([r for split in SPLITS for r in shards[split]], "recorded when it was made")
+    other_damage = _damage(listed, "in the manifest")
+    progress.repairs = {split: [i for i, r in enumerate(shards[split]) if r.path in shard_damage] for split in SPLITS}
+    progress.damaged = {relative(path, out): why for path, why in {
+        **found.tokenizer_damage, **shard_damage, **other_damage, **manifest_wrong}.items()}
+    claim.complete = progress.complete() and not claim.changes
+    return claim
 
 
-def claim_tokenizer_inputs(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, training: dict,
-                           overwrite: bool, before_changing: Callable[[], None]) -> None:
+def _identities(progress: ResumeState, paths: list[str]) -> dict[str, str]:
+    """The identities now of the input files on disk that the progress file has one for."""
+    return {path: file_identity(path) for path in paths
+            if progress.names[path] in progress.state["files"] and os.path.exists(path)}
+
+
+def _damage(records: list[FileRecord], against: str) -> dict[str, str]:
+    """path -> why, for each file that is not as recorded (files.file_damage), hashed on threads."""
+    whys = thread_map(functools.partial(file_damage, against=against), records, HASH_THREADS)
+    return {r.path: why for r, why in zip(records, whys) if why}
+
+
+def claim_tokenizer_inputs(progress: ResumeState, out: str, tok_dir: str, training: dict, bin_dir: str,
+                           overwrite: bool) -> Claim:
     """claim_folder's check of the tokenizer, again once its training shards are on disk: a shard that was
     not had no known content then. The tokenizer in the folder must have been trained on these."""
-    differences = _tokenizer_differences(tok_dir, training)
-    if differences:
-        _replace(differences, progress, out, tok_dir, bin_dir, overwrite, before_changing)
+    claim = Claim(progress, out)
+    if not os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)):  # (none, or claim_folder removed it)
+        return claim
+    differences = _tokenizer_differences(progress.trained, training)
+    if not differences:
+        return claim
+    old_key = progress.state["key"] if os.path.exists(progress.path) else None
+    return _replace(claim, differences, tok_dir, bin_dir, old_key, overwrite)
 
 
-def _tokenizer_differences(tok_dir: str, training: dict) -> list[str]:
-    """How the tokenizer in the folder (if any) was trained otherwise than `training` says."""
-    if not os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)):
-        return []
-    trained = read_json(os.path.join(tok_dir, TRAINING_FILE), dict) or {}
+def _tokenizer_differences(trained: dict, training: dict) -> list[str]:
+    """How the tokenizer in the folder was trained (its training.json) otherwise than `training` says."""
     if not trained:
         return [f"tokenizer: {TRAINING_FILE} is missing or does not read"]
     return _differences("tokenizer", {k: trained.get(k) for k in training}, training)
 
 
-def _replace(differences: list[str], progress: ResumeState, out: str, tok_dir: str, bin_dir: str, overwrite: bool,
-             changing: Callable[[], None]) -> None:
+def _replace(claim: Claim, differences: list[str], tok_dir: str, bin_dir: str, old_key: dict | None,
+             overwrite: bool, tokenizer_damage: dict[str, str] | None = None) -> Claim:
     """What the folder holds made otherwise: an error naming the differences, unless `overwrite`: then it
-    is removed (with the other steps' outputs when the tokenizer goes, as they were made with it)."""
+    is to be removed (with the other steps' outputs when the tokenizer goes, as they were made with it)."""
     if not overwrite:
         raise OutputError("the folder holds outputs made with other flags or inputs: " + "; ".join(differences),
-                          out, "pass --overwrite to replace them, or pick another --dataset-name")
-    changing()
+                          claim.out, "pass --overwrite to replace them, or pick another --dataset-name")
     if any(d.startswith("tokenizer") for d in differences) and os.path.isdir(tok_dir):
-        shutil.rmtree(tok_dir)
-        for manifest in find_manifests(out):
-            if os.path.dirname(manifest) != out:
-                print(f"removing {os.path.dirname(manifest)}: made with the old tokenizer")
-                shutil.rmtree(os.path.dirname(manifest))
-    old_subdir = (ResumeState.read_key(progress.path) or {}).get("bin_subdir") or ""
+        claim.remove_tokenizer, claim.remove_other_steps = tok_dir, True
+    old_subdir = (old_key if isinstance(old_key, dict) else {}).get("bin_subdir") or ""
     if isinstance(old_subdir, str) and ".." not in old_subdir.split("/") and not os.path.isabs(old_subdir):
-        remove_shards(os.path.join(out, old_subdir), progress.path)  # where they were (a folder inside)
-    progress.start_over(bin_dir)
-    print(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
+        claim.shard_folders.append(os.path.join(claim.out, old_subdir))  # where they were (a folder inside)
+    claim.shard_folders.append(bin_dir)
+    claim.progress.state = ResumeState(claim.progress.path, claim.progress.state["key"]).state
+    claim.progress.repairs = {split: [] for split in SPLITS}
+    claim.progress.damaged = {relative(path, claim.out): why for path, why in (tokenizer_damage or {}).items()}
+    claim.said.append(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
+    return claim
 
 
-def _remove_damaged_tokenizer(progress: ResumeState, out: str, tok_dir: str, changing: Callable[[], None]) -> None:
-    """Remove the tokenizer folder when its pickle or training.json is not as recorded (in the progress
-    file; for a folder that predates that record, in the manifest): it is trained again, from its
-    inputs, to the same bytes. A replaced pickle is never loaded."""
-    recorded = ResumeState.saved(progress.path, "tokenizer_files")
-    if not isinstance(recorded, dict):
-        prefix = relative(tok_dir, out) + "/"
-        recorded = {f["path"][len(prefix):]: [f["size"], f["sha256"]] for f in _manifest_files(out)
-                    if f["path"] in (prefix + TOKENIZER_FILE, prefix + TRAINING_FILE)}
-    if not os.path.isdir(tok_dir):
-        return
-    damage = {}
-    for name, entry in recorded.items():
-        if isinstance(name, str) and isinstance(entry, list) and len(entry) == 2 and "/" not in name:
-            if why := progress.damage(os.path.join(tok_dir, name), *entry, "recorded when it was made"):
-                damage[os.path.join(tok_dir, name)] = why
-    if damage:
-        changing()
-        for path, why in damage.items():
-            progress.found_damaged(path, why)
-        shutil.rmtree(tok_dir)
-
-
-def _manifest_files(out: str) -> list[dict]:
-    """The entries of the folder's own manifest ([] when there is none, or it does not read)."""
-    try:
-        return read_manifest(os.path.join(out, MANIFEST_FILE), out)["files"]
-    except (UserError, OSError):
-        return []
-
-
-def _manifest_damage(progress: ResumeState, out: str, bin_dir: str) -> dict[str, str]:
-    """A complete folder's files against its manifest: path -> why, for each not as listed (the shards
-    were hashed by reconcile: the manifest must list them as recorded)."""
-    if not os.path.exists(os.path.join(out, MANIFEST_FILE)):
-        return {os.path.join(out, MANIFEST_FILE): "missing"}
-    files = _manifest_files(out)
+def _against_manifest(progress: ResumeState, out: str, bin_dir: str, files: list[dict]
+                      ) -> tuple[dict[str, str], list[FileRecord]]:
+    """A complete folder's manifest: (path -> why, when the manifest itself is wrong; else the other files
+    it lists, to check). The shards are checked against their records: it must list them as recorded.
+    An incomplete folder's manifest is not checked: it is made anew."""
+    manifest = os.path.join(out, MANIFEST_FILE)
+    if not progress.complete():
+        return {}, []
+    if not os.path.exists(manifest):
+        return {manifest: "missing"}, []
     if not files:
-        return {os.path.join(out, MANIFEST_FILE): "does not read"}
+        return {manifest: "does not read"}, []
     listed = {f["path"]: f for f in files}
     shards = {relative(os.path.join(bin_dir, shard_name(split, i)), out): s
               for split in SPLITS for i, s in enumerate(progress.split(split)["shards"])}
     if any((listed.get(rel) or {}).get("sha256") != s["sha256"] for rel, s in shards.items()):
-        return {os.path.join(out, MANIFEST_FILE): "does not list the shards as they were made"}
-    others = [f for f in files if f["path"] not in shards]
-    whys = thread_map(lambda f: progress.damage(os.path.join(out, *f["path"].split("/")), f["size"], f["sha256"],
-                                                "in the manifest"), others, min(8, os.cpu_count() or 1))
-    return {os.path.join(out, *f["path"].split("/")): why for f, why in zip(others, whys) if why}
+        return {manifest: "does not list the shards as they were made"}, []
+    return {}, [FileRecord(os.path.join(out, *f["path"].split("/")), f["size"], f["sha256"])
+                for f in files if f["path"] not in shards]
 
 
 def _differences(what: str, folder: dict, command: dict) -> list[str]:
@@ -299,16 +340,46 @@ def _differences(what: str, folder: dict, command: dict) -> list[str]:
     return out
 
 
-
 def _short(value) -> str:
     text = json.dumps(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _roll_back(progress: ResumeState, paths: list[str], identities: dict[str, str]) -> list[str]:
+    """Per split, the first input file whose identity now (`identities`) is not the one recorded when it
+    was tokenized rolls the split back to the last shard that ended before that file; the files from there
+    on are read again (their identities recorded then). The files found unchanged become `checked`.
+    Returns what to say."""
+    said = []
+    for split, files in split_files(paths).items():
+        done = progress.split(split)
+        for index, path in enumerate(files):
+            known = progress.state["files"].get(progress.names[path])
+            if known is None or path not in identities:
+                continue
+            if identities[path] == known:
+                progress.checked.add(path)
+                continue
+            said.append(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
+            progress.keep(split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
+            for later in files[index:]:
+                progress.state["files"].pop(progress.names[later], None)
+            break
+    return said
+
+
+def _stray_shards(progress: ResumeState, bin_dir: str) -> list[str]:
+    """The shard files after the last recorded one of their split (written just before a crash)."""
+    stray = []
+    for name in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else []:
+        match = layout.PRETRAIN.shard_file.fullmatch(name)
+        if match and int(match.group(2)) >= len(progress.split(match.group(1))["shards"]):
+            stray.append(os.path.join(bin_dir, name))
+    return stray
+
 
 def _shard_files(folder: str) -> list[str]:
     return [n for n in os.listdir(folder) if layout.PRETRAIN.shard_file.fullmatch(n)] if os.path.isdir(folder) else []
-
 
 
 def remove_shards(folder: str, progress_path: str) -> None:
@@ -316,7 +387,6 @@ def remove_shards(folder: str, progress_path: str) -> None:
         os.remove(os.path.join(folder, name))
     if os.path.exists(progress_path):
         os.remove(progress_path)
-
 
 
 def mark_incomplete(out: str) -> None:
@@ -327,56 +397,13 @@ def mark_incomplete(out: str) -> None:
             os.remove(os.path.join(out, name))
 
 
-
-def reconcile(progress: ResumeState, paths: list[str], bin_dir: str, before_change=lambda: None) -> None:
-    """Make the progress file true of the folder and the inputs, before anything is tokenized.
-
-    Per split: an input file whose content changed since it was tokenized rolls the split back to the
-    last shard that ended before that file; so does a shard file that is missing or has another size;
-    shard files after the last recorded one (written just before a crash) are removed. before_change()
-    is called before each such change (e.g. to mark the folder incomplete first).
-    """
-    # identities are kept under the files' paths relative to the folder that holds them all: the same
-    # names for the same shards in another --parquet-dir (e.g. "shard_00001.parquet", "data/a.parquet")
-    common = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-    progress.names = {path: os.path.relpath(path, common).replace(os.sep, "/") for path in paths}
-    progress.checked = set()
-    for split, files in split_files(paths).items():
-        done = progress.split(split)
-        for index, path in enumerate(files):
-            known = progress.state["files"].get(progress.names[path])
-            if known is None or not os.path.exists(path):
-                continue
-            if file_identity(path) == known:
-                progress.checked.add(path)
-            else:
-                before_change()
-                say(f"{progress.names[path]} changed since it was tokenized: redoing {split} from there")
-                _keep(progress, split, sum(1 for s in done["shards"] if (s["file"], s["group"], s["offset"]) <= (index, 0, 0)))
-                for later in files[index:]:  # read again: their identities are recorded then
-                    progress.state["files"].pop(progress.names[later], None)
-                progress.save()
-                break
-        damaged = progress.check_shards(split, bin_dir)  # made again from their spans of input: repairs
-        if damaged:
-            before_change()
-        for index, why in damaged:
-            progress.found_damaged(os.path.join(bin_dir, shard_name(split, index)), why)
-        progress.repairs[split] = [index for index, _ in damaged]
-        kept = len(done["shards"])
-        for name in os.listdir(bin_dir) if os.path.isdir(bin_dir) else []:
-            match = layout.PRETRAIN.shard_file.fullmatch(name)
-            if match and match.group(1) == split and int(name[len(split) + 1:-4]) >= kept:
-                before_change()
-                os.remove(os.path.join(bin_dir, name))  # written after the last recorded shard
-
+# ------------------------------------------------------------------------------------ what the run reads
 
 
 def resume_point(done: dict) -> dict:
     """Where a split resumes: the row group in which its last finished shard ended."""
     shards = done["shards"]
     return shards[-1] if shards else {"file": 0, "group": 0, "offset": 0, "docs": 0, "chars": 0}
-
 
 
 def repair_span(progress: ResumeState, split: str, index: int) -> tuple[dict, dict]:
@@ -386,11 +413,9 @@ def repair_span(progress: ResumeState, split: str, index: int) -> tuple[dict, di
     return resume_point({"shards": shards[:index]}), shards[index]
 
 
-def reading_order(progress: ResumeState, paths: list[str], bin_dir: str) -> list[str]:
-    """The input files the run still reads, in the order it reads them, once the progress file is made
-    true of the folder (reconcile): the spans of the shards it repairs, then val's and train's files
-    from the file each resumes in."""
-    reconcile(progress, paths, bin_dir)
+def reading_order(progress: ResumeState, paths: list[str]) -> list[str]:
+    """The input files the run still reads, in the order it reads them: the spans of the shards it
+    repairs, then val's and train's files from the file each resumes in."""
     return list(dict.fromkeys(repair_files(progress, paths) + resuming_files(progress, paths)))
 
 
@@ -412,9 +437,9 @@ def resuming_files(progress: ResumeState, paths: list[str]) -> list[str]:
 
 def unchecked_resume_files(progress: ResumeState, paths: list[str]) -> list[str]:
     """The files whose tokens are in finished shards that the run reads again (the unfinished splits
-    resume inside them, or a repair reads them), that the last reconcile could not check (not on disk
-    then: evicted or deleted from a cache). They must be downloaded and checked before the run reads
-    them: if one changed, what is in the shards is not what follows (or what a repair would make)."""
+    resume inside them, or a repair reads them), that claim_folder could not check (not on disk then:
+    evicted or deleted from a cache). They must be downloaded and checked before the run reads them: if
+    one changed, what is in the shards is not what follows (or what a repair would make)."""
     again = repair_files(progress, paths)
     for split, files in split_files(paths).items():
         done = progress.split(split)
@@ -424,33 +449,24 @@ def unchecked_resume_files(progress: ResumeState, paths: list[str]) -> list[str]
             if progress.names[path] in progress.state["files"] and path not in progress.checked]
 
 
-def _keep(progress: ResumeState, split: str, n: int) -> None:
-    """Keep the first n shards of a split as finished work, forget the rest."""
-    done = progress.split(split)
-    if n < len(done["shards"]) or "result" in done:
-        done.pop("result", None)
-        del done["shards"][n:]
-        progress.save()
-
-
-
 def checked_stream(progress: ResumeState, shards: Shards, bin_dir: str, stream: ShardStream,
                    max_cached: int | None) -> ShardStream:
     """A stream of the files the run reads, once every file it resumes inside is known unchanged:
-    reconcile checks the files on disk; one it resumes inside that is not (evicted, deleted) is
+    claim_folder checked the files on disk; one it resumes inside that was not (evicted, deleted) is
     downloaded first and checked in turn (a changed one moves the resume point back, maybe into another)."""
     try:
         while True:
-            order = reading_order(progress, shards.paths(), bin_dir)
+            order = reading_order(progress, shards.paths())
+            unchecked = unchecked_resume_files(progress, shards.paths())
             if stream.order != order:  # the shards were reset or rolled back
                 stream.close()
                 stream = ShardStream(shards, order, max_cached)
-            unchecked = unchecked_resume_files(progress, shards.paths())
             if not unchecked:
                 return stream
-            for path in unchecked:
-                stream.get(path)
+            said = _roll_back(progress, shards.paths(), {path: file_identity(stream.get(path)) for path in unchecked})
+            if said:
+                Claim(progress, progress.folder, stray_shards=_stray_shards(progress, bin_dir), save=True,
+                      said=said).apply()
     except BaseException:
         stream.close()
         raise
-

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from stacks_data import flags
 from stacks_data.remote import hub
 from stacks_data.steps.pretrain import tokenizer_report
-from stacks_data.sources.corpus import PRESETS, Corpus, Shards, ShardStream, default_parquet_dir, get_corpus, shard_names
-from stacks_data.remote.http import check_reachable
+from stacks_data.sources.corpus import (PRESETS, Corpus, Shards, ShardStream, default_parquet_dir, get_corpus,
+                                        parquet_dir_lock, shard_names)
 from stacks_data.encoder import checked_encoder_name
 from stacks_data.interrupts import import_torch
-from stacks_data.errors import FlagError, OutputError
-from stacks_data.dataset.files import FileRecord, hash_file, human_bytes, locked, read_json, torch_save, write_json
+from stacks_data.errors import FlagError
+from stacks_data.dataset.files import FileRecord, hash_file, human_bytes, read_json, torch_save, write_json
 from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manifest
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
@@ -187,42 +187,25 @@ class Plan:
 
 def run(settings: Settings) -> None:
     started = time.time()
-    out = settings.out
-    parquet_dir = settings.parquet_dir or default_parquet_dir(get_corpus(settings.corpus))
-    with DatasetLock(out, STEP.name), parquet_dir_claim(parquet_dir, settings.max_cached_shards is not None):
-        plan = make_plan(settings, out)
+    corpus = get_corpus(settings.corpus)
+    parquet_dir = settings.parquet_dir or default_parquet_dir(corpus)
+    deleting = settings.max_cached_shards is not None  # shards in the parquet folder
+    with parquet_dir_lock(parquet_dir, deleting), DatasetLock(settings.out, STEP.name):
+        plan = make_plan(settings, corpus, parquet_dir)
         if claim(plan, settings.overwrite):
-            print(f"{out} is complete (same flags and inputs): nothing to do")
+            print(f"{plan.out} is complete (same flags and inputs): nothing to do")
         else:
             plan = fetch_tokenizer_shards(plan, settings)
             build(plan, settings)
-            print(f"done in {time.time() - started:.0f}s: {out}")
+            print(f"done in {time.time() - started:.0f}s: {plan.out}")
         if settings.upload_to:
-            hub.upload_dataset(out, settings.upload_to, [os.path.join(out, MANIFEST_FILE)])
+            hub.upload_dataset(plan.out, settings.upload_to, [os.path.join(plan.out, MANIFEST_FILE)])
 
 
-@contextlib.contextmanager
-def parquet_dir_claim(parquet_dir: str, deleting: bool):
-    """Runs may share a parquet folder (a cache: each file is downloaded once), but one that deletes
-    shards there (--max-cached-shards) must have it to itself."""
-    if not deleting and os.path.isdir(parquet_dir) and not os.access(parquet_dir, os.W_OK):
-        yield  # read-only (a shared mount, say): no run deletes there, and no lock file can be made
-        return
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(locked(os.path.join(parquet_dir, "shards"), shared=not deleting, wait=False))
-        except BlockingIOError:
-            raise OutputError("another pretrain run uses this parquet folder" + (
-                "" if deleting else " with --max-cached-shards (it deletes shards there)"),
-                f"--parquet-dir {parquet_dir}", "wait for it, or give this run a folder of its own") from None
-        yield
-
-
-def make_plan(settings: Settings, out: str) -> Plan:
+def make_plan(settings: Settings, corpus: Corpus, parquet_dir: str) -> Plan:
     """The run's shards and settings (every local shard checked; nothing downloaded yet: a complete
     dataset is recognized offline)."""
-    corpus = get_corpus(settings.corpus)
-    parquet_dir = settings.parquet_dir or default_parquet_dir(corpus)
+    out = settings.out
     names = shard_names(corpus, settings.num_shards, settings.files, parquet_dir, local_only=settings.parquet_dir is not None)
     if settings.tok_train_shards > len(names):
         raise FlagError(f"must be at most the {len(names)} shards of the run", "--tok-train-shards",
@@ -256,40 +239,30 @@ def warn_if_short_of_disk(shards: Shards, out: str, max_cached: int | None) -> N
 def fetch_tokenizer_shards(plan: Plan, settings: Settings) -> Plan:
     """Download the tokenizer's shards, then check the folder again with their content known: the plan
     with the tokenizer's training settings complete."""
-    check_downloads(plan)
+    plan.shards.check_downloadable()
     plan.shards.fetch_all(plan.shards.names[:settings.tok_train_shards])
     plan = dataclasses.replace(plan, training=training_settings(settings, plan.tok_paths[:-1]))
-    claim_tokenizer_inputs(plan.progress, plan.out, plan.tok_dir, plan.bin_dir, plan.training, settings.overwrite,
-                           lambda: before_changing(plan))
+    claim_tokenizer_inputs(plan.progress, plan.out, plan.tok_dir, plan.training, plan.bin_dir,
+                           settings.overwrite).apply()
     return plan
 
 
 def claim(plan: Plan, overwrite: bool) -> bool:
-    """resume.claim_folder for this plan: True when the folder already holds this exact run, complete."""
-    return claim_folder(plan.progress, plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.shards.paths(),
-                        overwrite, lambda: before_changing(plan))
-
-
-def check_downloads(plan: Plan) -> None:
-    """If the run will download, find out now whether it can, not after training or after the folder
-    lost its finished work."""
-    missing = [p for p in plan.shards.paths() if not os.path.exists(p)]
-    if missing:
-        check_reachable(plan.shards.base_url, f"download the shards elsewhere and pass --parquet-dir DIR "
-                                              f"({len(missing)} of the run's shards are not in {plan.shards.parquet_dir})")
-
-
-def before_changing(plan: Plan) -> None:
-    """What comes before the folder's finished work changes: the run can go on, and says it is unfinished."""
-    check_downloads(plan)
-    mark_incomplete(plan.out)
+    """The folder held against this plan (resume.claim_folder), and what must change changed once the run
+    knows it can go on: True when the folder already holds this exact run, complete."""
+    found = claim_folder(plan.progress, plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.shards.paths(),
+                         overwrite)
+    if found.changes:
+        plan.shards.check_downloadable()
+        found.apply()
+    return found.complete
 
 
 def build(plan: Plan, settings: Settings) -> None:
     """Steps 1-5 of the module docstring, the shards downloading all along."""
     mark_incomplete(plan.out)
-    stream = ShardStream(plan.shards, reading_order(plan.progress, plan.shards.paths(), plan.bin_dir),
-                         settings.max_cached_shards, pinned=plan.tok_paths)
+    order = reading_order(plan.progress, plan.shards.paths())
+    stream = ShardStream(plan.shards, order, settings.max_cached_shards, pinned=plan.tok_paths)
     try:
         tok, records = train_or_load_tokenizer(plan.tok_dir, plan.tok_paths[:-1], plan.training, settings)
         if plan.progress.fingerprint(tok.fingerprint()) != tok.fingerprint():
@@ -310,9 +283,10 @@ def build(plan: Plan, settings: Settings) -> None:
                                                settings.token_dtype)
     finally:
         stream.close()
-    config = write_json(os.path.join(plan.out, CONFIG_FILE), make_config(tok, settings, plan, stats))
+    config = make_config(tok, settings, plan, stats)
+    config_record = write_json(os.path.join(plan.out, CONFIG_FILE), config)
     # the manifest last: a folder with one is complete (mark_incomplete removes it first)
-    write_manifest(plan.out, plan.out, STEP.name, records + [FileRecord(*r) for r in shard_records] + [config])
+    write_manifest(plan.out, plan.out, STEP.name, records + [FileRecord(*r) for r in shard_records] + [config_record])
     for path, why in plan.progress.damaged.items():
         print(f"repaired: {path} ({why})")
     for split in ("val", "train"):
@@ -329,20 +303,21 @@ def workers(executor: Executor, plan: Plan, encoder: str):
     repair): their start-up (the tokenizer loaded and self-checked in each) then overlaps the report."""
     if plan.progress.complete() and not any(plan.progress.repairs.values()):
         return contextlib.nullcontext(executor)
-    return executor.started(tokenize_row_group, worker_setup(plan.tok_dir, encoder))
+    setup = worker_setup(plan.tok_dir, encoder)
+    return executor.started(tokenize_row_group, setup)
 
 
 def check_and_report(tok: RustBPETokenizer, plan: Plan, settings: Settings) -> list[FileRecord]:
     """Steps 2 and 3: the round trip, token_bytes.pt, the tokenizer report."""
+    estimate = held_out_estimate(tok, plan.tok_paths[-1], settings.text_column, len(plan.shards.names))
     # real documents: the first 100 of a training shard and of the held-out shard
     samples = {name: next(iter_texts(path, settings.text_column))[1][:100] for name, path in
                (("training shard", plan.tok_paths[0]), ("held-out shard", plan.tok_paths[-1]))}
+    trained = read_json(os.path.join(plan.tok_dir, TRAINING_FILE), dict) or {}
     check_round_trip(tok, [text for docs in samples.values() for text in docs])
     records = write_token_bytes(tok, plan.tok_dir)
     report_records, report = tokenizer_report.write_report(
-        tok, read_json(os.path.join(plan.tok_dir, TRAINING_FILE), dict) or {},
-        {name: "\n".join(docs) for name, docs in samples.items()},
-        held_out_estimate(tok, plan.tok_paths[-1], settings.text_column, len(plan.shards.names)), settings.baselines_dir,
+        tok, trained, {name: "\n".join(docs) for name, docs in samples.items()}, estimate, settings.baselines_dir,
         plan.out)
     say(report)
     return records + report_records
@@ -423,9 +398,9 @@ def write_token_bytes(tok: RustBPETokenizer, tok_dir: str) -> list[FileRecord]:
     """token_bytes.pt as the consumers count (UTF-8 length of each token's decoded string, as nanochat's
     bits-per-byte does), and token_bytes_exact.pt (the raw bytes each token stands for)."""
     torch = import_torch()
-    return [torch_save(torch.tensor(tok.token_byte_lengths(exact=exact), dtype=torch.int32),
-                       os.path.join(tok_dir, name))
-            for name, exact in (("token_bytes.pt", False), ("token_bytes_exact.pt", True))]
+    lengths = {name: torch.tensor(tok.token_byte_lengths(exact=exact), dtype=torch.int32)
+               for name, exact in (("token_bytes.pt", False), ("token_bytes_exact.pt", True))}
+    return [torch_save(tensor, os.path.join(tok_dir, name)) for name, tensor in lengths.items()]
 
 
 def held_out_estimate(tok: RustBPETokenizer, path: str, column: str, num_shards: int) -> tuple[int, int, int]:

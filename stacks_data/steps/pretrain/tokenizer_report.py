@@ -186,6 +186,7 @@ def write_report(tok, training: dict, samples: dict[str, str], estimate: tuple[i
     text = markdown(facts, rows, list(baselines), notes)
     lengths = {"ours": [n for n in tok.token_byte_lengths() if n]}
     lengths.update({label: [len(t) for t in enc.token_byte_values()] for label, enc in baselines.items()})
+    image = plot(rows, list(encodings), lengths)
     records = [write_text(os.path.join(out_dir, REPORT_FILE), text),
-               write_bytes(os.path.join(out_dir, PLOT_FILE), [plot(rows, list(encodings), lengths)])]
+               write_bytes(os.path.join(out_dir, PLOT_FILE), [image])]
     return records, text
