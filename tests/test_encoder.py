@@ -95,6 +95,7 @@ def test_pathological_documents_are_encoded_exactly(tok, doc):
     assert E.exact_encode(tok.enc, doc) == want
 
 
+@pytest.mark.slow  # a 10-million-character document (~15 s): in CI's slow step, the README's command stays short
 def test_beyond_fastokens_match_limit(tok):
     doc = "a" + " " * 10_200_000 + "b"  # fastokens gives up near 10M: its batch goes the exact fallback's way
     ids, offsets = E.make_encoder(tok.spec, "fastokens").encode_batch(["hi", doc])

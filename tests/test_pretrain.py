@@ -14,6 +14,7 @@ from fixtures import published_files, repo_files, write_corpus
 from test_lifecycle import tree
 from stacks_data.dataset import binfile
 from stacks_data.steps.pretrain import pretokenize
+from stacks_data.steps.pretrain import step as pretrain_step
 from stacks_data.cli import run_step
 from stacks_data.errors import FlagError, InputError, NetworkError, OutputError
 from stacks_data.tokenizer import RustBPETokenizer
@@ -194,7 +195,7 @@ def test_crash_in_training_retrains(corpus, tmp_path, monkeypatch):
         raise KeyboardInterrupt("killed")
 
     with monkeypatch.context() as m:
-        m.setattr(RustBPETokenizer, "train_from_iterator", killed)
+        m.setattr(pretrain_step, "in_a_worker", killed)  # the training, in its worker process
         with pytest.raises(KeyboardInterrupt):
             pretrain(parquet_dir, tmp_path / "out")
     assert not (tmp_path / "out" / "ds" / "tokenizer" / "tokenizer.pkl").exists()

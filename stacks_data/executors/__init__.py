@@ -6,17 +6,19 @@ Steps are plain functions of one item; an Executor decides where they run: `loca
 Both run the same worker runtime (worker.py: the setup once per worker process, read with
 worker_state(); errors as one line naming the item), keep at most IN_FLIGHT * num_workers items in
 flight and give results in item order, so outputs do not depend on the number of workers or the
-executor. reaper.py ends a local Ray instance's processes with the run.
+executor. reaper.py ends a local Ray instance's processes with the run. in_a_worker runs one call in a
+local worker of its own: native code that holds the GIL for long (rustbpe's training) cannot then hold
+off the main process's signal handlers.
 """
 
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from stacks_data.executors.local import StartedPool, ordered_map
+from stacks_data.executors.local import StartedPool, in_a_worker, ordered_map
 from stacks_data.executors.worker import IN_FLIGHT, run_item, worker_state
 
-__all__ = ["EXECUTORS", "Executor", "IN_FLIGHT", "ordered_map", "run_item", "worker_state"]
+__all__ = ["EXECUTORS", "Executor", "IN_FLIGHT", "in_a_worker", "ordered_map", "run_item", "worker_state"]
 
 EXECUTORS = ("local", "ray")
 

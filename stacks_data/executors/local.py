@@ -15,9 +15,10 @@ seconds, every time. So:
   seen at once, and its items fail in order with one line;
 - stopping never waits without a deadline: the workers are asked to stop (their pipes close), then
   terminated, then killed, each after a short wait;
-- workers never outlive the main process: each holds the read end of a "lifeline" pipe whose only write
-  end is the main process's, and exits the moment it closes (finished, failed, interrupted or SIGKILLed).
-  The forkserver and the resource tracker then see their last client gone and exit too;
+- workers never outlive the main process: each holds the read end of a "lifeline" pipe of its own whose
+  only write end is the main process's, and ends the moment it closes (finished, failed, interrupted or
+  SIGKILLed): on Linux the kernel kills it then, even inside native code that holds the GIL. The
+  forkserver and the resource tracker then see their last client gone and exit too;
 - Ctrl-C is the main process's business: workers ignore SIGINT, so it prints no worker tracebacks;
 - results cross without a copy in the main process beyond the pipe's own: a worker pickles an answer with
   its arrays' bytes out of band (pickle protocol 5) and writes those bytes raw after it; the main process
@@ -63,6 +64,18 @@ def ordered_map(fn: Callable, items: Iterable, num_workers: int, setup: tuple[Ca
     pool = _Pool(fn, num_workers, setup)
     yield from pool.mapped(items, describe, on_done)
     pool.stop()
+
+
+def in_a_worker(fn: Callable, item, describe: Callable = repr):
+    """fn(item) in a worker process of its own, for a call into native code that holds the GIL for long
+    (rustbpe's training: a minute and more on a real corpus). In this process it would hold off every
+    signal handler until it returns; there, a signal still ends the run within seconds (the worker is
+    stopped like any other), and the worker ends with this process however that ends (_die_with_parent)."""
+    pool = _Pool(fn, 1, None)
+    try:
+        return next(pool.mapped([item], describe, lambda item: None))
+    finally:
+        pool.stop()
 
 
 def _in_this_process(fn: Callable, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
@@ -127,14 +140,17 @@ class StartedPool:
 class _Worker:
     """One worker process, its two pipes, and the items it holds."""
 
-    def __init__(self, context, fn: Callable, setup, lifeline):
+    def __init__(self, context, fn: Callable, setup):
         tasks_out, self.tasks = context.Pipe(duplex=False)
         self.results, results_in = context.Pipe(duplex=False)
         try:
             fcntl.fcntl(self.results.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         except (AttributeError, OSError):  # not Linux, or above the system's limit: the default then
             pass
-        self.process = context.Process(target=_work, args=(fn, setup, tasks_out, results_in, lifeline), daemon=True)
+        # a lifeline of its own: the kernel signals one owner per pipe end (see _die_with_parent)
+        self.lifeline, self.keep_alive = context.Pipe(duplex=False)
+        self.process = context.Process(target=_work, args=(fn, setup, tasks_out, results_in, self.lifeline),
+                                       daemon=True)
         self.process.start()
         tasks_out.close()  # the worker's ends: closed here, so that either side sees the other go
         results_in.close()
@@ -168,7 +184,6 @@ class _Pool:
         # that forks the workers, so they start in milliseconds instead of re-importing everything
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["stacks_data.sigint_ignored", fn.__module__])
-        lifeline, self.keep_alive = context.Pipe(duplex=False)
         _start_helpers()
         self.workers: list[_Worker] = []
         try:
@@ -176,7 +191,7 @@ class _Pool:
                 # Ctrl-C / SIGTERM wait until every worker has started: one whose parent is gone halfway
                 # through its start-up prints a traceback from inside multiprocessing
                 for _ in range(num_workers):
-                    self.workers.append(_Worker(context, fn, setup, lifeline))
+                    self.workers.append(_Worker(context, fn, setup))
                 for w in self.workers:
                     if w.results.recv() != _READY:
                         raise EOFError
@@ -188,7 +203,8 @@ class _Pool:
             self.stop(abandoned=True)
             raise
         finally:
-            lifeline.close()
+            for w in self.workers:
+                w.lifeline.close()  # the worker's end
 
     def mapped(self, items: Iterable, describe: Callable, on_done: Callable) -> Iterator:
         """ordered(), with the pool stopped when the map fails, is interrupted or is abandoned by its
@@ -247,8 +263,8 @@ class _Pool:
         """End every worker within about 3 * STOP_WAIT seconds, whatever state it is in. abandoned: the
         run is failing or interrupted, so the forkserver goes too (now: left to end with this process,
         it would take a second or two to unload what it preloaded, after the run says it is over)."""
-        self.keep_alive.close()  # the lifeline: each worker exits (os._exit) as soon as it sees it
         for w in self.workers:
+            w.keep_alive.close()  # the lifeline: each worker ends as soon as it is closed
             w.stop()
         for signal_to_send in (None, signal.SIGTERM, signal.SIGKILL):
             living = [w.process for w in self.workers if w.process.is_alive()]
@@ -349,6 +365,7 @@ def _start_helpers() -> None:
 def _work(fn: Callable, setup, tasks, results, lifeline) -> None:
     """A worker process: the setup, then items until its pipe closes (or the main process is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(lifeline)
     threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
     set_worker_state(setup)
     try:
@@ -380,6 +397,20 @@ def _send(results, answer) -> None:
         done = 0
         while done < r.nbytes:
             done += os.write(results.fileno(), r[done:])
+
+
+def _die_with_parent(lifeline) -> None:
+    """The kernel ends this worker (SIGKILL) the moment the lifeline's write end closes, whatever it is
+    doing: the lifeline's thread (_exit_with_parent) needs the GIL, which native code may hold for minutes
+    (rustbpe's training). The pipe signals its reader's owner when its last writer goes (O_ASYNC, with
+    F_SETSIG for the signal). Linux only; elsewhere the thread alone, as for a main process gone before
+    this call (the thread sees it before any work starts)."""
+    if not hasattr(fcntl, "F_SETSIG"):
+        return
+    fd = lifeline.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGKILL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
 
 
 def _exit_with_parent(lifeline) -> None:

@@ -36,7 +36,7 @@ from stacks_data.dataset.manifest import CONFIG_FILE, MANIFEST_FILE, write_manif
 from stacks_data.dataset import layout
 from stacks_data.dataset.folder import DatasetLock, check_output_folders
 from stacks_data.sources.parquet import file_identity, iter_texts
-from stacks_data.executors import Executor
+from stacks_data.executors import Executor, in_a_worker
 from stacks_data.progress import bar, say
 from stacks_data.steps.pretrain.pretokenize import pretokenize, tokenize_row_group, worker_setup
 from stacks_data.steps.pretrain.resume import (STATE_FILE, TRAINING_FILE, ResumeState, checked_stream, claim_folder,
@@ -357,8 +357,28 @@ def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
         return tok, [hash_file(pkl), hash_file(training_path)]
 
     shutil.rmtree(tok_dir, ignore_errors=True)  # what a killed training left
+    t0 = time.time()
+    task = (paths, settings.doc_cap, settings.max_chars, settings.text_column, settings.vocab_size)
+    spec, docs, chars = in_a_worker(train_tokenizer, task, describe=lambda task: "the tokenizer's training")
+    tok = RustBPETokenizer.from_spec(spec)
+    seconds = time.time() - t0
+    os.makedirs(tok_dir, exist_ok=True)
+    # no timing in it: every file of the dataset is a function of the inputs and flags (the time is printed)
+    records = [write_json(training_path, {**training, "docs": docs, "chars": chars, "fingerprint": tok.fingerprint()})]
+    records.insert(0, tok.save(tok_dir))  # the pickle goes last: a crash before it leaves nothing to reuse
+    print(f"trained in {seconds:.1f}s on {docs:,} docs, {chars:,} chars "
+          f"({chars / max(seconds, 1e-9) / 1e6:.1f} M chars/s)")
+    return tok, records
+
+
+def train_tokenizer(task: tuple[list[str], int, int, str, int]) -> tuple[dict, int, int]:
+    """The tokenizer trained on the documents of `paths`, capped (training_texts): its spec, and the
+    documents and characters it read. Run in a worker process of its own (executors.in_a_worker):
+    rustbpe holds the GIL for most of a training, a minute and more on a real corpus, and the main
+    process must stay free to end the run on a signal."""
+    paths, doc_cap, max_chars, text_column, vocab_size = task
     counted = {"docs": 0, "chars": 0}
-    progress = bar(total=settings.max_chars, desc="tokenizer: reading text", unit="char", unit_scale=True)
+    progress = bar(total=max_chars, desc="tokenizer: reading text", unit="char", unit_scale=True)
 
     def counting(texts):
         for text in texts:
@@ -367,21 +387,12 @@ def train_or_load_tokenizer(tok_dir: str, paths: list[str], training: dict,
             progress.update(len(text))
             yield text
         progress.close()
-        print(f"tokenizer: computing {settings.vocab_size - len(SPECIAL_TOKENS) - 256:,} merges...", file=sys.stderr)
+        print(f"tokenizer: computing {vocab_size - len(SPECIAL_TOKENS) - 256:,} merges...", file=sys.stderr)
 
-    t0 = time.time()
-    tok = RustBPETokenizer.train_from_iterator(
-        counting(training_texts(paths, settings.doc_cap, settings.max_chars, settings.text_column)), settings.vocab_size)
+    tok = RustBPETokenizer.train_from_iterator(counting(training_texts(paths, doc_cap, max_chars, text_column)),
+                                               vocab_size)
     progress.close()
-    seconds = time.time() - t0
-    os.makedirs(tok_dir, exist_ok=True)
-    # no timing in it: every file of the dataset is a function of the inputs and flags (the time is printed)
-    records = [write_json(training_path, {**training, "docs": counted["docs"], "chars": counted["chars"],
-                                          "fingerprint": tok.fingerprint()})]
-    records.insert(0, tok.save(tok_dir))  # the pickle goes last: a crash before it leaves nothing to reuse
-    print(f"trained in {seconds:.1f}s on {counted['docs']:,} docs, {counted['chars']:,} chars "
-          f"({counted['chars'] / max(seconds, 1e-9) / 1e6:.1f} M chars/s)")
-    return tok, records
+    return tok.spec, counted["docs"], counted["chars"]
 
 
 # ---------------------------------------------------------------------------- 2. checks, 3. report
