@@ -430,6 +430,7 @@ def test_14_manifests_only_where_the_layout_puts_them(built, tmp_path, hub, caps
 # ---------------------------------------------------------------------------------- 15. many entries
 
 
+@pytest.mark.slow  # 400 listed files through a whole download (~7 s): in CI's slow step
 def test_15_manifest_matching_is_linear(built, tmp_path, hub, capsys, monkeypatch):
     """N listed files: the number of pattern matches grows with N, not N x N."""
     import fnmatch
