@@ -199,7 +199,8 @@ def main():
         if not args.skip_training:
             chars = sum(map(len, texts))
             print(f"tokenizer training ({chars / 1e6:.1f} M chars, vocab {args.vocab_size}): rustbpe alone "
-                  f"{t_alone:.2f}s, ours (reading parquet, in a worker process) {t_ours:.2f}s -> {t_ours / t_alone:.2f}x (target <= 1.2x)")
+                  f"{t_alone:.2f}s, ours (reading parquet, in a worker process) {t_ours:.2f}s -> "
+                  f"{t_ours / t_alone:.2f}x (target <= 1.2x)")
 
         # ---- the serial part: the main process fed ready results
         results = record_results(tokdir, paths, workdir)

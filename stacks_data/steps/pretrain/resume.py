@@ -94,6 +94,10 @@ class ResumeState:
     def start_over(self, bin_dir: str) -> None:
         """Forget every shard, and remove their files and the progress file."""
         remove_shards(bin_dir, self.path)
+        self.forget()
+
+    def forget(self) -> None:
+        """Forget every shard (and their repairs), as for a folder never tokenized."""
         self.state = ResumeState(self.path, self.state["key"]).state
         self.repairs = {split: [] for split in SPLITS}
 
@@ -215,6 +219,7 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     found = _read_folder(progress.path, out, tok_dir)
     progress.trained = found.trained
     claim = Claim(progress, out, remove_tokenizer=tok_dir if found.tokenizer_damage else None)
+    progress.damaged = {relative(path, out): why for path, why in found.tokenizer_damage.items()}
     # what differs from the command
     has_tokenizer = os.path.exists(os.path.join(tok_dir, TOKENIZER_FILE)) and not found.tokenizer_damage
     differences = _tokenizer_differences(found.trained, training) if has_tokenizer else []
@@ -226,9 +231,8 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     elif _shard_files(bin_dir):
         differences.append(f"{bin_dir} has .bin shards this tool has no record of")
     if differences:
-        return _replace(claim, differences, tok_dir, bin_dir, old_key, overwrite, found.tokenizer_damage)
+        return _replace(claim, differences, tok_dir, bin_dir, old_key, overwrite)
     if not found.has_state:
-        progress.damaged = {relative(path, out): why for path, why in found.tokenizer_damage.items()}
         return claim
     progress.state = found.saved
     # the folder's other files against its manifest, when it says it is complete (each hashed once: the
@@ -244,8 +248,8 @@ def claim_folder(progress: ResumeState, out: str, tok_dir: str, bin_dir: str, tr
     shard_damage = _damage([r for split in SPLITS for r in shards[split]], "recorded when it was made")
     other_damage = _damage(listed, "in the manifest")
     progress.repairs = {split: [i for i, r in enumerate(shards[split]) if r.path in shard_damage] for split in SPLITS}
-    progress.damaged = {relative(path, out): why for path, why in {
-        **found.tokenizer_damage, **shard_damage, **other_damage, **manifest_wrong}.items()}
+    progress.damaged.update({relative(path, out): why for path, why in {
+        **shard_damage, **other_damage, **manifest_wrong}.items()})
     claim.complete = progress.complete() and not claim.changes
     return claim
 
@@ -284,7 +288,7 @@ def _tokenizer_differences(trained: dict, training: dict) -> list[str]:
 
 
 def _replace(claim: Claim, differences: list[str], tok_dir: str, bin_dir: str, old_key: dict | None,
-             overwrite: bool, tokenizer_damage: dict[str, str] | None = None) -> Claim:
+             overwrite: bool) -> Claim:
     """What the folder holds made otherwise: an error naming the differences, unless `overwrite`: then it
     is to be removed (with the other steps' outputs when the tokenizer goes, as they were made with it)."""
     if not overwrite:
@@ -296,9 +300,7 @@ def _replace(claim: Claim, differences: list[str], tok_dir: str, bin_dir: str, o
     if isinstance(old_subdir, str) and ".." not in old_subdir.split("/") and not os.path.isabs(old_subdir):
         claim.shard_folders.append(os.path.join(claim.out, old_subdir))  # where they were (a folder inside)
     claim.shard_folders.append(bin_dir)
-    claim.progress.state = ResumeState(claim.progress.path, claim.progress.state["key"]).state
-    claim.progress.repairs = {split: [] for split in SPLITS}
-    claim.progress.damaged = {relative(path, claim.out): why for path, why in (tokenizer_damage or {}).items()}
+    claim.progress.forget()
     claim.said.append(f"--overwrite: removed what was made with other flags ({'; '.join(differences)})")
     return claim
 

@@ -239,7 +239,6 @@ def warn_if_short_of_disk(shards: Shards, out: str, max_cached: int | None) -> N
 def fetch_tokenizer_shards(plan: Plan, settings: Settings) -> Plan:
     """Download the tokenizer's shards, then check the folder again with their content known: the plan
     with the tokenizer's training settings complete."""
-    plan.shards.check_downloadable()
     plan.shards.fetch_all(plan.shards.names[:settings.tok_train_shards])
     plan = dataclasses.replace(plan, training=training_settings(settings, plan.tok_paths[:-1]))
     claim_tokenizer_inputs(plan.progress, plan.out, plan.tok_dir, plan.training, plan.bin_dir,
@@ -249,10 +248,11 @@ def fetch_tokenizer_shards(plan: Plan, settings: Settings) -> Plan:
 
 def claim(plan: Plan, overwrite: bool) -> bool:
     """The folder held against this plan (resume.claim_folder), and what must change changed once the run
-    knows it can go on: True when the folder already holds this exact run, complete."""
+    knows it can go on (the shards it must download can be: found out now, not after the folder lost
+    finished work or the tokenizer trained): True when the folder already holds this exact run, complete."""
     found = claim_folder(plan.progress, plan.out, plan.tok_dir, plan.bin_dir, plan.training, plan.shards.paths(),
                          overwrite)
-    if found.changes:
+    if not found.complete:
         plan.shards.check_downloadable()
         found.apply()
     return found.complete
